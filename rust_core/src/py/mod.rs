@@ -1,0 +1,9 @@
+//! The thin PyO3 binding layer: argument checks, GIL release, error mapping. No algorithm lives here.
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

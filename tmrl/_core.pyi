@@ -1,0 +1,162 @@
+"""Type stubs for ``tmrl._core``, the Rust hot path (LIDAR, frame post-processing, replay ring).
+
+Every function borrows numpy arrays read-only without copying, releases the GIL while it works, and raises
+``TypeError`` for a wrong dtype and ``ValueError`` for a wrong shape, a non-contiguous array or a bad argument.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+__version__: str
+
+ChannelOrder = Literal["bgr", "bgra", "rgb", "rgba"]
+
+class Lidar:
+    """Raycasting LIDAR over captured frames (H x W x 3 or 4, uint8, C-contiguous).
+
+    Beams are precomputed pixel paths: beam ``b`` at angle ``a`` (degrees, 90 = right, 180 = up, 270 = left on
+    screen) visits ``(int(r0 + d*cos a), int(c0 + d*sin a))`` for ``d = start, start+1, ...`` until the pixel
+    leaves the image interior (row <= 0, column <= 0, row >= h-1 or column >= w-1), exactly like TMRL 0.7.1.
+    The distance of a beam is the index along its path of the first border pixel, or ``len(path) - 1`` if none.
+
+    Border tests: ``"dark"`` (TMRL): every colour channel < ``threshold``; ``"not_road"`` (built-in game): the pixel
+    is not road, road meaning gray: ``max(r,g,b) - min(r,g,b) <= road_tolerance`` and
+    ``road_min <= each channel <= road_max``.
+    """
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        *,
+        angles_deg: Sequence[float] | None = None,
+        origin: tuple[int, int] | None = None,
+        start: int = 20,
+        channel_order: ChannelOrder = "bgr",
+        border: Literal["dark", "not_road"] = "dark",
+        threshold: int = 55,
+        road_min: int = 90,
+        road_max: int = 120,
+        road_tolerance: int = 12,
+    ) -> None:
+        """Precompute the beams. Defaults: 19 beams from 90 to 270 degrees in 10 degree steps, origin
+        ``(44 * height // 49, width // 2)``, start 20 px."""
+    @property
+    def n_beams(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def origin(self) -> tuple[int, int]: ...
+    @property
+    def angles_deg(self) -> list[float]: ...
+    def beam_lengths(self) -> NDArray[np.int64]:
+        """Number of pixels on each beam's path."""
+    def beam_paths(self) -> list[NDArray[np.int64]]:
+        """Each beam's path as an (n, 2) array of (row, column), for drawing and for reference checks."""
+    def scan(self, frame: NDArray[np.uint8], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+        """Distances (n_beams,) float32 for one frame; written into ``out`` when given."""
+    def scan_batch(self, frames: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """Distances (N, n_beams) float32 for a stack of frames (N x H x W x C)."""
+
+def resize_frame(
+    frame: NDArray[np.uint8],
+    height: int,
+    width: int,
+    *,
+    channel_order: ChannelOrder = "bgra",
+    grayscale: bool = True,
+    interpolation: Literal["area", "bilinear"] = "area",
+) -> NDArray[np.uint8]:
+    """Resize a captured frame to (height, width) grayscale or (height, width, 3) RGB; matches OpenCV's
+    ``cvtColor`` + ``resize`` (INTER_AREA / INTER_LINEAR) within one level."""
+
+class FrameHistory:
+    """The last ``history`` post-processed frames, written in place; ``push`` returns a zero-copy view ordered
+    oldest -> newest, shape (history, height, width) for grayscale or (history, height, width, 3) for RGB.
+
+    The view stays valid until the next ``push``/``reset``; copy it if you keep it longer."""
+
+    def __init__(
+        self,
+        height: int = 64,
+        width: int = 64,
+        *,
+        history: int = 4,
+        channel_order: ChannelOrder = "bgra",
+        grayscale: bool = True,
+        interpolation: Literal["area", "bilinear"] = "area",
+    ) -> None: ...
+    @property
+    def history(self) -> int: ...
+    def push(self, frame: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """Post-process ``frame`` into the newest slot and return the history view."""
+    def reset(self, frame: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """Fill every slot with ``frame`` post-processed (start of an episode) and return the view."""
+    def view(self) -> NDArray[np.uint8]:
+        """The current history view."""
+
+class ReplayRing:
+    """Fixed-capacity columnar replay memory for off-policy RL.
+
+    A row is one step of one stream (a worker's episode sequence): the observation components at time t, the
+    action taken, then the reward, ``terminated`` and ``truncated`` that followed it, and ``first`` (t is the first
+    step of an episode). Rows of different streams may interleave; each row links to its predecessor and successor
+    in its stream, so K-step histories are rebuilt at sampling time from single stored frames / scans and never
+    cross an episode boundary (the episode's first frame is repeated instead). A row is a valid transition start
+    when its successor is stored and is not the first step of a new episode.
+
+    ``components`` lists each observation component as (name, shape, dtype, history): dtype ``"uint8"`` or
+    ``"float32"``; history K >= 1. Sampled observation arrays have shape (B, K, *shape) when K > 1, else (B, *shape).
+
+    One thread may append while another samples; both release the GIL.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        components: Sequence[tuple[str, Sequence[int], str, int]],
+        action_dim: int,
+        *,
+        seed: int | None = None,
+    ) -> None: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def action_dim(self) -> int: ...
+    def __len__(self) -> int:
+        """Rows currently stored (<= capacity)."""
+    @property
+    def total_appended(self) -> int:
+        """Rows appended since creation (monotonic, survives save/load)."""
+    def num_transitions(self) -> int:
+        """Rows that are currently valid transition starts."""
+    def append_batch(
+        self,
+        stream: int,
+        obs: Mapping[str, NDArray[np.generic]],
+        action: NDArray[np.float32],
+        reward: NDArray[np.float32],
+        terminated: NDArray[np.bool_],
+        truncated: NDArray[np.bool_],
+        first: NDArray[np.bool_],
+    ) -> None:
+        """Append n consecutive steps of ``stream``: obs[name] (n, *shape), action (n, action_dim), reward,
+        terminated, truncated, first (n,). O(n) copies, O(1) per row."""
+    def sample(
+        self, batch_size: int, out: Mapping[str, NDArray[np.generic]] | None = None
+    ) -> dict[str, NDArray[np.generic]]:
+        """Uniformly sample ``batch_size`` valid transitions. Returns (or fills ``out``, preallocated by
+        ``alloc_batch``) the keys ``obs.<name>``, ``next_obs.<name>``, ``action``, ``reward``, ``terminated``,
+        ``truncated``. Raises ValueError when no valid transition is stored."""
+    def alloc_batch(self, batch_size: int) -> dict[str, NDArray[np.generic]]:
+        """Preallocated output arrays for ``sample(batch_size, out=...)``."""
+    def save(self, directory: str) -> None:
+        """Write raw arrays + a versioned JSON header to ``directory`` atomically (temp name, then rename)."""
+    @staticmethod
+    def load(directory: str, *, seed: int | None = None) -> ReplayRing:
+        """Load a ring written by ``save``; ValueError on a missing, corrupt or incompatible directory."""
