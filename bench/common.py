@@ -146,21 +146,57 @@ class Figure:
     note: str = ""
 
 
-def speedup(name: str, unit: str, ours: float, anchor: float, anchor_name: str, min_ratio: float,
-            *, higher_is_better: bool = True, note: str = "") -> Figure:
+def speedup(
+    name: str,
+    unit: str,
+    ours: float,
+    anchor: float,
+    anchor_name: str,
+    min_ratio: float,
+    *,
+    higher_is_better: bool = True,
+    note: str = "",
+) -> Figure:
     """A figure whose target is 'ours is at least ``min_ratio`` times better than the anchor'."""
     ratio = ours / anchor if higher_is_better else anchor / ours
-    return Figure(name, unit, ours, anchor, anchor_name, f">= {min_ratio:g}x {anchor_name}", ratio >= min_ratio,
-                  ratio, note)
+    return Figure(
+        name,
+        unit,
+        ours,
+        anchor,
+        anchor_name,
+        f">= {min_ratio:g}x {anchor_name}",
+        ratio >= min_ratio,
+        ratio,
+        note,
+    )
 
 
-def absolute(name: str, unit: str, ours: float, limit: float, *, at_most: bool, anchor: float | None = None,
-             anchor_name: str = "", note: str = "") -> Figure:
+def absolute(
+    name: str,
+    unit: str,
+    ours: float,
+    limit: float,
+    *,
+    at_most: bool,
+    anchor: float | None = None,
+    anchor_name: str = "",
+    note: str = "",
+) -> Figure:
     """A figure whose target is an absolute bound (``<= limit`` when ``at_most``, else ``>= limit``)."""
     met = ours <= limit if at_most else ours >= limit
     ratio = None if anchor is None or ours == 0 else anchor / ours if at_most else ours / anchor
-    return Figure(name, unit, ours, anchor, anchor_name, f"{'<=' if at_most else '>='} {limit:g} {unit}", met,
-                  ratio, note)
+    return Figure(
+        name,
+        unit,
+        ours,
+        anchor,
+        anchor_name,
+        f"{'<=' if at_most else '>='} {limit:g} {unit}",
+        met,
+        ratio,
+        note,
+    )
 
 
 def write_results(bench: str, figures: Sequence[Figure], extra: dict | None = None) -> Path:
@@ -171,7 +207,11 @@ def write_results(bench: str, figures: Sequence[Figure], extra: dict | None = No
     doc = {
         "bench": bench,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "figures": [asdict(f) for f in figures],
         **(extra or {}),
     }
@@ -183,14 +223,16 @@ def write_results(bench: str, figures: Sequence[Figure], extra: dict | None = No
 def print_table(title: str, figures: Sequence[Figure]) -> None:
     rows = [("figure", "ours", "anchor", "ratio", "target", "met")]
     for f in figures:
-        rows.append((
-            f"{f.name} [{f.unit}]",
-            f"{f.ours:.4g}",
-            "-" if f.anchor is None else f"{f.anchor:.4g} ({f.anchor_name})",
-            "-" if f.ratio is None else f"{f.ratio:.1f}x",
-            f.target,
-            "yes" if f.met else "NO",
-        ))
+        rows.append(
+            (
+                f"{f.name} [{f.unit}]",
+                f"{f.ours:.4g}",
+                "-" if f.anchor is None else f"{f.anchor:.4g} ({f.anchor_name})",
+                "-" if f.ratio is None else f"{f.ratio:.1f}x",
+                f.target,
+                "yes" if f.met else "NO",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"\n== {title} ==")
     for i, r in enumerate(rows):
@@ -207,8 +249,12 @@ def anchors_python() -> Path:
         return py
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(ANCHORS_VENV)], check=True)
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # Reuse our venv's heavy packages (torch, numpy, gymnasium...) after the anchors' own site-packages.
     Path(site, "zz_tmrl_bench_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     pip = [str(py), "-m", "pip", "install", "--quiet"]
@@ -232,8 +278,14 @@ def run_anchor(script: str, *args: str, timeout: float = 1800) -> dict:
             Path(home, "TmrlData", sub).mkdir()
         env = {**os.environ, "HOME": home, "PYTHONPATH": "", "PYTHONNOUSERSITE": "1"}
         env.pop("VIRTUAL_ENV", None)
-        proc = subprocess.run([str(py), str(ROOT / "bench" / "anchors" / script), *args], env=env, cwd=home,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [str(py), str(ROOT / "bench" / "anchors" / script), *args],
+            env=env,
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"anchor {script} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
