@@ -34,3 +34,11 @@ class AuthError(TmrlError):
 
 class CheckpointError(TmrlError):
     """A checkpoint is missing, corrupt or incompatible."""
+
+
+class RunError(TmrlError):
+    """A role of ``tmrl run`` (relay, trainer, worker) cannot start or stopped unexpectedly."""
+
+
+class RunError(TmrlError):
+    """A run directory is missing or holds no metrics to show."""

@@ -1,0 +1,460 @@
+"""The one typed configuration: ``TmrlConfig``, loaded from a commented TOML file and overridden by env / flags.
+
+Where values come from, lowest priority first:
+
+1. the defaults of the pydantic models (each section is owned by the module that uses it);
+2. the TOML file, ``<data-dir>/config.toml`` by default, written with comments on first use;
+3. environment variables ``TMRL_<SECTION>__<KEY>`` (nested tables add ``__<SUBKEY>``; case-insensitive), for
+   example ``TMRL_TRAINER__BATCH_SIZE=128`` or ``TMRL_RELAY__PORT=6000``;
+4. command-line flags: ``--set section.key=value`` (repeatable) and each command's dedicated flags.
+
+Values from the environment and ``--set`` are TOML literals when they parse as one (``128``, ``1e-3``, ``true``,
+``[1, 2]``, ``"text"``), otherwise plain strings (``--set relay.host=0.0.0.0``). The data directory is
+``--data-dir``, else ``TMRL_DATA_DIR``, else ``$XDG_DATA_HOME/tmrl``, else ``~/.local/share/tmrl``; runs live in
+``<data-dir>/runs/<run.name>/``. An unknown key or a bad value is a ``ConfigError`` naming the key and where it
+came from. Nothing here is read at import time: ``load_config`` is called by the command line and the result is
+passed down.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import textwrap
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from tmrl.envs.config import EnvConfig
+from tmrl.errors import ConfigError
+from tmrl.games.config import CarRacingConfig, TM2020Config
+from tmrl.net.config import RelayConfig
+from tmrl.rl.config import AlgorithmConfig, ModelConfig, TrainerConfig
+
+CONFIG_FILE_NAME = "config.toml"
+ENV_PREFIX = "TMRL_"
+ENV_DATA_DIR = "TMRL_DATA_DIR"
+ENV_CONFIG_FILE = "TMRL_CONFIG"
+
+
+class RunConfig(BaseModel):
+    """Run-level settings: the run's name, how many workers (the game is env.game)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Run name; the run lives in <data-dir>/runs/<name>/ (config snapshot, checkpoints, logs).",
+    )
+    workers: int = Field(1, ge=1, le=64, description="Rollout workers `tmrl run` starts (one game each).")
+    status_interval_s: float = Field(
+        1.0, gt=0, le=60, description="Seconds between refreshes of the live status view of `tmrl run`."
+    )
+    stop_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds `tmrl run` waits for each role to stop (the trainer writes its checkpoint) before "
+        "killing it.",
+    )
+
+
+class WorkerConfig(BaseModel):
+    """The rollout worker: how it acts and what it reports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    test_every: int = Field(
+        10,
+        ge=0,
+        description="Run a test episode (deterministic policy, not used for training) every this many training "
+        "episodes; 0 disables test episodes.",
+    )
+    random_until_weights: bool = Field(
+        True, description="Act uniformly at random until the first weights arrive (warm-up exploration)."
+    )
+    threads: int = Field(1, ge=1, le=64, description="Torch CPU threads for the worker's policy.")
+    max_episodes: int = Field(0, ge=0, description="Stop after this many episodes (0 = run until stopped).")
+
+
+class TmrlConfig(BaseModel):
+    """Everything tmrl needs, one section per part."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(
+        Path("~/.local/share/tmrl").expanduser(),
+        description="Data directory (set by --data-dir / TMRL_DATA_DIR, never in the file).",
+        exclude=True,
+    )
+    run: RunConfig = Field(default_factory=RunConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    carracing: CarRacingConfig = Field(default_factory=CarRacingConfig)
+    tm2020: TM2020Config = Field(default_factory=TM2020Config)
+    relay: RelayConfig = Field(default_factory=RelayConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        """``<data-dir>/runs/<run.name>``."""
+        return self.data_dir / "runs" / self.run.name
+
+    def game_config(self) -> CarRacingConfig | TM2020Config:
+        """The config section of the game selected by ``env.game``."""
+        return self.carracing if self.env.game == "carracing" else self.tm2020
+
+    def default_reward_path(self) -> Path:
+        """Where the reward trajectory lives when ``env.reward.path`` is not set: one file per game (and track)."""
+        name = f"carracing-seed{self.carracing.seed}.json" if self.env.game == "carracing" else "tm2020.json"
+        return self.data_dir / "rewards" / name
+
+    def with_resolved_paths(self) -> TmrlConfig:
+        """A copy with the data-directory-dependent defaults filled in (the reward trajectory path)."""
+        if self.env.reward.path is not None:
+            return self
+        reward = self.env.reward.model_copy(update={"path": self.default_reward_path()})
+        return self.model_copy(update={"env": self.env.model_copy(update={"reward": reward})})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Locations
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``TMRL_DATA_DIR``, else ``$XDG_DATA_HOME/tmrl``, else ``~/.local/share/tmrl``."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_DATA_DIR):
+        return Path(env[ENV_DATA_DIR]).expanduser()
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]).expanduser() / "tmrl"
+    return Path.home() / ".local" / "share" / "tmrl"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class _Layers:
+    """The merged raw values and, for each dotted key set by a layer, where it came from."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def put(self, path: Sequence[str], value: Any, source: str) -> None:
+        node = self.values
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+        self.sources[".".join(path)] = source
+
+    def merge_file(self, doc: Mapping[str, Any], source: str, prefix: tuple[str, ...] = ()) -> None:
+        for key, value in doc.items():
+            path = (*prefix, key)
+            if isinstance(value, dict):
+                self.merge_file(value, source, path)
+                if not value:
+                    self.put(path, {}, source)
+            else:
+                self.put(path, value, source)
+
+    def source_of(self, loc: Sequence[str | int]) -> str | None:
+        parts = [str(p) for p in loc]
+        while parts:
+            src = self.sources.get(".".join(parts))
+            if src is not None:
+                return src
+            parts.pop()
+        return None
+
+
+def parse_value(raw: str) -> Any:
+    """A TOML literal when ``raw`` parses as one, else the string itself."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+_STRINGY = (str, SecretStr, Path)
+
+
+def _annotation_at(path: Sequence[str]) -> Any:
+    """The type annotation of the field at ``path`` in ``TmrlConfig`` (None when there is no such field)."""
+    model: Any = TmrlConfig
+    annotation: Any = None
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = annotation
+    return annotation
+
+
+def _is_stringy(annotation: Any) -> bool:
+    """True when every non-None alternative of ``annotation`` is a string-like type (str, SecretStr, Path)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_is_stringy(a) for a in args)
+    if origin is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
+    return isinstance(annotation, type) and issubclass(annotation, _STRINGY)
+
+
+def _override_value(path: Sequence[str], raw: str) -> Any:
+    """``raw`` as the string itself for string fields (a secret "12345" stays a string), else a TOML literal."""
+    value = parse_value(raw)
+    if not isinstance(value, str) and _is_stringy(_annotation_at(path)):
+        return raw
+    return value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], Any, str]]:
+    out = []
+    for name, raw in sorted(environ.items()):
+        if not name.upper().startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
+        if any(not p for p in parts):
+            raise ConfigError(
+                f"environment variable {name}: expected TMRL_<SECTION>__<KEY>, e.g. TMRL_RUN__WORKERS"
+            )
+        out.append((parts, _override_value(parts, raw), f"environment variable {name}"))
+    return out
+
+
+def _flag_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], Any, str]]:
+    out = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = tuple(p.strip() for p in key.strip().split("."))
+        if not sep or len(parts) < 2 or any(not p for p in parts):
+            raise ConfigError(
+                f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. --set trainer.batch_size=128"
+            )
+        out.append((parts, _override_value(parts, raw.strip()), f"--set {item}"))
+    return out
+
+
+def _describe_error(err: Mapping[str, Any], layers: _Layers, config_file: Path | None) -> str:
+    loc = [str(p) for p in err["loc"]]
+    # Errors inside a union or a tagged model end with the type name, which means nothing to the user.
+    key = ".".join(p for p in loc if not p[:1].isupper() and "[" not in p) or "(top level)"
+    source = layers.source_of(loc)
+    if err["type"] == "extra_forbidden":
+        where = source or (f"file {config_file}" if config_file else "the configuration")
+        return f"unknown key '{key}' (in {where}); see `tmrl config` for the valid keys"
+    where = f" (from {source})" if source else ""
+    given = ""
+    if "input" in err and not isinstance(err["input"], dict):
+        given = f", got {err['input']!r}"
+    return f"{key}: {err['msg']}{given}{where}"
+
+
+def validate_layers(layers: _Layers, data_dir: Path, config_file: Path | None = None) -> TmrlConfig:
+    """Validate merged raw values into a ``TmrlConfig``; errors become one ``ConfigError`` line."""
+    values = dict(layers.values)
+    if "data_dir" in values:
+        raise ConfigError(
+            f"unknown key 'data_dir' (in {layers.sources.get('data_dir', 'the configuration')}): the data "
+            "directory is set with --data-dir or TMRL_DATA_DIR"
+        )
+    try:
+        return TmrlConfig.model_validate({**values, "data_dir": data_dir})
+    except ValidationError as exc:
+        errors = exc.errors()
+        lines = [_describe_error(e, layers, config_file) for e in errors[:3]]
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise ConfigError("invalid configuration: " + "; ".join(lines) + more) from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error becomes a ConfigError naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid TOML ({exc}); fix it or delete it to get the defaults"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror})") from None
+
+
+def load_config(
+    *,
+    data_dir: Path | str | None = None,
+    config_file: Path | str | None = None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    create: bool = True,
+) -> TmrlConfig:
+    """Resolve the data directory, create the commented default file on first use, apply env and flags.
+
+    ``config_file`` (or ``TMRL_CONFIG``) selects another file; an explicitly given file must exist.
+    """
+    env = os.environ if environ is None else environ
+    ddir = Path(data_dir).expanduser() if data_dir else default_data_dir(env)
+    explicit = config_file or env.get(ENV_CONFIG_FILE)
+    path = Path(explicit).expanduser() if explicit else ddir / CONFIG_FILE_NAME
+
+    layers = _Layers()
+    if path.exists():
+        layers.merge_file(read_toml(path), f"file {path}")
+    elif explicit:
+        raise ConfigError(
+            f"{path}: configuration file not found (omit --config to use {ddir / CONFIG_FILE_NAME})"
+        )
+    elif create:
+        write_default_config(path)
+    for parts, value, source in [*_env_overrides(env), *_flag_overrides(overrides)]:
+        layers.put(parts, value, source)
+    return validate_layers(layers, ddir, path).with_resolved_paths()
+
+
+def write_default_config(path: Path) -> None:
+    """Write the commented default configuration to ``path`` (atomically; parents created)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(render_toml(TmrlConfig()), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot create the configuration file ({exc.strerror}); choose another --data-dir"
+        ) from None
+
+
+def write_snapshot(config: TmrlConfig, path: Path) -> None:
+    """Write the effective configuration (every value explicit) as commented TOML, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(
+        render_toml(config, title="Effective configuration of this run (snapshot)"), encoding="utf-8"
+    )
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Commented TOML rendering
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
+
+
+def toml_value(value: Any) -> str:
+    """A JSON-compatible value as a TOML literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        text = repr(value)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Enum):
+        return toml_value(value.value)
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _choices(annotation: Any) -> list[Any] | None:
+    """The allowed values when the annotation is a Literal (possibly optional)."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return list(typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        out: list[Any] = []
+        for arg in typing.get_args(annotation):
+            if arg is type(None):
+                continue
+            sub = _choices(arg)
+            if sub is None:
+                return None
+            out.extend(sub)
+        return out
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return [m.value for m in annotation]
+    return None
+
+
+def _comment(text: str, indent: str = "") -> list[str]:
+    return [f"{indent}# {line}".rstrip() for line in textwrap.wrap(text, 104) or [""]]
+
+
+def _render_model(model: BaseModel, path: tuple[str, ...], lines: list[str]) -> None:
+    cls = type(model)
+    dumped = model.model_dump(mode="json")
+    tables: list[tuple[str, BaseModel]] = []
+    for name, info in cls.model_fields.items():
+        if info.exclude:
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            tables.append((name, value))
+            continue
+        raw = dumped[name]
+        if isinstance(value, SecretStr):
+            raw = value.get_secret_value()
+        desc = info.description or ""
+        choices = _choices(info.annotation)
+        if choices:
+            sep = "" if not desc or desc.endswith((".", ":", ";")) else "."
+            desc = f"{desc}{sep} One of: {', '.join(json.dumps(c) for c in choices)}.".strip()
+        lines.extend(_comment(desc))
+        if raw is None:
+            lines.append(f"# {_toml_key(name)} =   (not set)")
+        else:
+            lines.append(f"{_toml_key(name)} = {toml_value(raw)}")
+        lines.append("")
+    for name, sub in tables:
+        sub_path = (*path, name)
+        doc = (type(sub).__doc__ or "").strip().splitlines()
+        lines.append("")
+        if doc and doc[0]:
+            lines.extend(_comment(doc[0]))
+        lines.append("[" + ".".join(_toml_key(p) for p in sub_path) + "]")
+        _render_model(sub, sub_path, lines)
+
+
+def render_toml(config: BaseModel, title: str = "tmrl configuration") -> str:
+    """The configuration as TOML with each key's description as a comment above it."""
+    lines = _comment(title) + [
+        "#",
+        "# Every key can also be set by an environment variable TMRL_<SECTION>__<KEY> (e.g. TMRL_RUN__WORKERS=2)",
+        "# or a flag --set section.key=value (e.g. --set trainer.batch_size=128). Unknown keys are errors.",
+        "",
+    ]
+    _render_model(config, (), lines)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n"
