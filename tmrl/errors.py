@@ -36,7 +36,7 @@ class CheckpointError(TmrlError):
     """A checkpoint is missing, corrupt or incompatible."""
 
 
-class RunError(TmrlError):
+class RoleError(TmrlError):
     """A role of ``tmrl run`` (relay, trainer, worker) cannot start or stopped unexpectedly."""
 
 

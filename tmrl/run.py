@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tmrl.config import TmrlConfig, write_snapshot
-from tmrl.errors import RunError, TmrlError
+from tmrl.errors import RoleError, TmrlError
 
 WORKER_STOP_TIMEOUT_S = 15.0
 RELAY_STOP_TIMEOUT_S = 15.0
@@ -62,7 +62,7 @@ def watch_parent(parent_pid: int, grace_s: float = 120.0) -> None:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """RunError when ``host:port`` cannot be bound (the relay would fail the same way)."""
+    """RoleError when ``host:port`` cannot be bound (the relay would fail the same way)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         if os.name != "nt":
@@ -71,11 +71,11 @@ def check_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
-                raise RunError(
+                raise RoleError(
                     f"relay port {host}:{port} is already in use (another `tmrl run` or tmrl-server?); stop it "
                     "or choose another port with --port / --set relay.port=N"
                 ) from None
-            raise RunError(
+            raise RoleError(
                 f"cannot bind the relay to {host}:{port}: {exc.strerror}; check relay.host"
             ) from None
 
@@ -389,12 +389,12 @@ class Supervisor:
         deadline = time.monotonic() + RELAY_READY_TIMEOUT_S
         while time.monotonic() < deadline and not self._stop.is_set():
             if relay.proc.poll() is not None:
-                raise RunError(f"the relay could not start: {relay.last_line()} (log: {relay.log_path})")
+                raise RoleError(f"the relay could not start: {relay.last_line()} (log: {relay.log_path})")
             with contextlib.suppress(OSError), socket.create_connection((host, self.config.relay.port), 0.5):
                 return
             time.sleep(0.05)
         if not self._stop.is_set():
-            raise RunError(
+            raise RoleError(
                 f"the relay did not accept connections within {RELAY_READY_TIMEOUT_S:.0f} s "
                 f"(log: {relay.log_path})"
             )
@@ -404,7 +404,7 @@ class Supervisor:
             code = child.proc.poll()
             if code is not None and not child.stopping:
                 what = "stopped" if code == 0 else f"failed (exit code {code})"
-                raise RunError(f"the {child.role} {what}: {child.last_line()} (log: {child.log_path})")
+                raise RoleError(f"the {child.role} {what}: {child.last_line()} (log: {child.log_path})")
 
     def _terminate(self, children: list[Child], timeout: float) -> None:
         for child in children:
