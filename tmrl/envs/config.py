@@ -1,0 +1,235 @@
+"""Typed configuration of the real-time environments (observations, LIDAR, rtgym timing, reward).
+
+Fields left at ``None`` take a per-game default, resolved by the ``resolved_*`` helpers below so that one
+``EnvConfig`` serves both the built-in game and TrackMania 2020.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GameName = Literal["carracing", "tm2020"]
+ObservationMode = Literal["lidar", "lidar_progress", "images"]
+ExtraTelemetry = Literal["steer", "gas", "brake", "yaw_rate", "gear", "rpm"]
+
+# LIDAR defaults per game. The built-in game's 96x96 view has the car at about row 70, column 48, facing up; its
+# bottom 12 rows are the dashboard, which beams from 90 to 270 degrees starting at row 70 never reach.
+CARRACING_LIDAR_ORIGIN = (70, 48)
+CARRACING_LIDAR_START = 6
+
+
+class LidarConfig(BaseModel):
+    """Geometry of the raycasting LIDAR (``tmrl._core.Lidar``) over the captured frame."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    angles_deg: tuple[float, ...] = Field(
+        default=tuple(float(a) for a in range(90, 271, 10)),
+        min_length=1,
+        description="Beam angles in degrees (90 = right, 180 = up, 270 = left on screen); default 19 beams.",
+    )
+    origin: tuple[int, int] | None = Field(
+        default=None,
+        description="(row, column) the beams start from. None = per game: (70, 48) on the built-in game's "
+        "96x96 frame (the car), TMRL's (44*h/49, w/2) on TrackMania.",
+    )
+    start: int | None = Field(
+        default=None,
+        ge=0,
+        description="First pixel examined along each beam. None = per game: 6 on the built-in game (clears "
+        "the car sprite), 20 on TrackMania (TMRL's value).",
+    )
+    border: Literal["dark", "not_road"] | None = Field(
+        default=None,
+        description="What stops a beam. None = per game: 'not_road' on the built-in game (grass, kerbs), "
+        "'dark' (TrackMania's black track borders) on TrackMania.",
+    )
+    threshold: int = Field(default=55, ge=0, le=255, description="'dark' border: every channel below this.")
+    road_min: int = Field(default=90, ge=0, le=255, description="'not_road' border: road channels >= this.")
+    road_max: int = Field(default=120, ge=0, le=255, description="'not_road' border: road channels <= this.")
+    road_tolerance: int = Field(
+        default=12, ge=0, le=255, description="'not_road' border: road is gray, max - min channel <= this."
+    )
+    history: int = Field(default=4, ge=1, le=16, description="Number of past scans in the observation.")
+
+
+class ImageConfig(BaseModel):
+    """Image observations: grayscale frames resized by ``tmrl._core.FrameHistory``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int = Field(default=64, ge=8, le=512, description="Width of each observed frame.")
+    height: int = Field(default=64, ge=8, le=512, description="Height of each observed frame.")
+    history: int = Field(default=4, ge=1, le=16, description="Number of past frames in the observation.")
+
+
+class RtgymConfig(BaseModel):
+    """Real-time timing of the rtgym environment (DESIGN.md section 2 defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    implementation: Literal["real-time-gym-ts-v1", "real-time-gym-v1"] = Field(
+        default="real-time-gym-ts-v1",
+        description="rtgym environment class; the '-ts' one runs every time step in one background thread "
+        "(lower jitter under load than 'v1', which starts a thread per step).",
+    )
+    time_step_s: float = Field(
+        default=0.05, gt=0.0, le=10.0, description="Nominal time-step duration (20 Hz)."
+    )
+    start_obs_capture_s: float = Field(
+        default=0.04,
+        ge=0.0,
+        le=10.0,
+        description="Observation capture starts this long after the time step begins (<= time_step_s).",
+    )
+    timeout_factor: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Elasticity: a step later than this many time steps breaks the clock (a 'timeout').",
+    )
+    act_buf_len: int = Field(default=2, ge=1, le=16, description="Past actions appended to the observation.")
+    ep_max_length: int = Field(
+        default=1000, ge=1, description="Steps after which an episode is truncated (not terminated)."
+    )
+    wait_on_done: bool = Field(
+        default=True, description="Pause the game (neutral controls) when an episode ends, until reset."
+    )
+
+
+class RewardConfig(BaseModel):
+    """Reward from a recorded trajectory (DESIGN.md section 2) or on CarRacing's scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["auto", "trajectory", "carracing"] = Field(
+        default="auto",
+        description="'trajectory': TMRL's reward, (index gained) / index_per_reward, finish +finish_bonus. "
+        "'carracing': CarRacing's scale, lap_reward x (new progress as a fraction of the lap) - frame_penalty "
+        "per physics frame, the rest of lap_reward at the finish, so a return of 900 means 'solved'. "
+        "'auto' = 'carracing' on the built-in game (its success is judged on that scale, and progress is "
+        "counted once like CarRacing's tiles, so backing up and re-driving earns nothing), "
+        "'trajectory' on TrackMania.",
+    )
+    path: Path | None = Field(
+        default=None,
+        description="Recorded trajectory file (JSON, written by `tmrl record-reward`). Required.",
+    )
+    spacing: float = Field(
+        default=0.1, gt=0.0, description="The trajectory is resampled to this spacing (units)."
+    )
+    check_forward: int = Field(
+        default=500,
+        ge=1,
+        description="Forward search stops after this many consecutive non-improving points.",
+    )
+    check_backward: int = Field(
+        default=10, ge=0, description="Backward search (when no progress) stops after this many points."
+    )
+    max_stray: float = Field(
+        default=100.0, gt=0.0, description="Farther than this from the closest trajectory point: no progress."
+    )
+    index_per_reward: float = Field(
+        default=100.0, gt=0.0, description="'trajectory' mode: reward = indices gained / this."
+    )
+    min_steps: int = Field(
+        default=70, ge=0, description="Steps after reset before steps without progress count as failures."
+    )
+    failure_countdown: int = Field(
+        default=10, ge=0, description="More than this many steps in a row without progress ends the episode."
+    )
+    finish_bonus: float = Field(default=100.0, description="'trajectory' mode: reward added at the finish.")
+    constant_penalty: float = Field(
+        default=0.0, ge=0.0, description="'trajectory' mode: subtracted from every step's reward."
+    )
+    lap_reward: float = Field(default=1000.0, gt=0.0, description="'carracing' mode: reward of a whole lap.")
+    frame_penalty: float = Field(
+        default=0.1,
+        ge=0.0,
+        description="'carracing' mode: penalty per physics frame elapsed (CarRacing: 0.1).",
+    )
+
+
+class EnvConfig(BaseModel):
+    """Everything about the real-time environment: game, observations, timing, reward."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    game: GameName = Field(default="carracing", description="'carracing' (built-in game) or 'tm2020'.")
+    observation: ObservationMode = Field(
+        default="lidar",
+        description="'lidar': speed + LIDAR x history + previous actions; 'lidar_progress': + track progress; "
+        "'images': speed, gear, rpm + grayscale frames x history + previous actions.",
+    )
+    extra_telemetry: tuple[ExtraTelemetry, ...] = Field(
+        default=(),
+        description="Extra (1,) float components: steer/gas/brake inputs (as the game reports them), "
+        "yaw_rate (heading change per second from positions, / 5 rad/s), gear (/10), rpm (/10000).",
+    )
+    speed_scale: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Observed speed = telemetry speed / this. None = per game: 1000 on TrackMania (TMRL), "
+        "100 on the built-in game (whose telemetry speed is in km/h, mostly below 100).",
+    )
+    lidar: LidarConfig = Field(default_factory=LidarConfig, description="LIDAR geometry.")
+    image: ImageConfig = Field(default_factory=ImageConfig, description="Image observations.")
+    rtgym: RtgymConfig = Field(default_factory=RtgymConfig, description="Real-time timing.")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward.")
+    reset_settle_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Pause after a respawn before the first observation. None = per game: 0 on the built-in "
+        "game (it respawns instantly), 1.5 s on TrackMania (TMRL's start countdown).",
+    )
+    respawn_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="reset() raises GameError when the respawn is not seen for this long.",
+    )
+
+
+def resolved_reward_mode(config: EnvConfig) -> Literal["trajectory", "carracing"]:
+    """The reward mode after resolving 'auto' for the configured game."""
+    if config.reward.mode != "auto":
+        return config.reward.mode
+    return "carracing" if config.game == "carracing" else "trajectory"
+
+
+def resolved_speed_scale(config: EnvConfig) -> float:
+    if config.speed_scale is not None:
+        return config.speed_scale
+    return 100.0 if config.game == "carracing" else 1000.0
+
+
+def resolved_reset_settle(config: EnvConfig) -> float:
+    if config.reset_settle_s is not None:
+        return config.reset_settle_s
+    return 0.0 if config.game == "carracing" else 1.5
+
+
+def resolved_lidar(config: EnvConfig, height: int, width: int) -> dict:
+    """Keyword arguments of ``tmrl._core.Lidar`` for a frame of ``height`` x ``width``."""
+    lc = config.lidar
+    carracing = config.game == "carracing"
+    if lc.origin is not None:
+        origin = lc.origin
+    elif carracing:
+        # Scale the 96x96 reference position to the rendered size.
+        origin = (CARRACING_LIDAR_ORIGIN[0] * height // 96, CARRACING_LIDAR_ORIGIN[1] * width // 96)
+    else:
+        origin = (44 * height // 49, width // 2)
+    start = lc.start if lc.start is not None else (CARRACING_LIDAR_START * height // 96 if carracing else 20)
+    border = lc.border or ("not_road" if carracing else "dark")
+    return {
+        "angles_deg": list(lc.angles_deg),
+        "origin": origin,
+        "start": start,
+        "border": border,
+        "threshold": lc.threshold,
+        "road_min": lc.road_min,
+        "road_max": lc.road_max,
+        "road_tolerance": lc.road_tolerance,
+    }

@@ -1,0 +1,159 @@
+"""rtgym ``RealTimeGymInterface`` implementations: one per game, sharing the capture -> observation -> reward path.
+
+rtgym calls these methods from its own time-step thread. An exception escaping there would kill that thread and
+leave ``step``/``reset`` waiting forever, so every method catches errors, stores the first one in ``error`` and
+hands rtgym a placeholder; the env wrapper (``tmrl.envs.env``) re-raises it in the caller's thread right after.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import gymnasium.spaces as gspaces
+import numpy as np
+from rtgym import RealTimeGymInterface
+
+from tmrl.envs.config import EnvConfig, resolved_reset_settle
+from tmrl.envs.observations import ObservationBuilder, action_space, component_space
+from tmrl.envs.reward import CarRacingReward, TrajectoryReward
+from tmrl.errors import GameError, TmrlError
+
+if TYPE_CHECKING:
+    from tmrl.games.base import Game
+    from tmrl.games.telemetry import TelemetryFrame
+
+RESPAWN_RADIUS = 5.0  # a respawn is seen when the car is this close to the trajectory's first point
+
+
+class GameInterface(RealTimeGymInterface):
+    """Shared real-time loop body: apply [gas, brake, steer], capture, build the observation, compute reward."""
+
+    def __init__(self, config: EnvConfig, game: Game, reward: TrajectoryReward | CarRacingReward) -> None:
+        self.config = config
+        self.game = game
+        self.reward = reward
+        frame = game.screen.grab()
+        self.builder = ObservationBuilder(
+            config, frame.shape, game.screen.channel_order, config.rtgym.time_step_s
+        )
+        self.spec = self.builder.spec
+        self.error: BaseException | None = None
+        self.settle_s = resolved_reset_settle(config)
+        self._counter = 0
+        self._placeholder = [np.zeros(component_space(c).shape, c.dtype) for c in self.spec.components][:-1]
+        self.control_times: list[float] | None = None  # set to a list to record when each control is sent
+
+    # ---------------------------------------------------------------------------------------------- rtgym API
+    def get_observation_space(self) -> gspaces.Tuple:
+        return gspaces.Tuple([component_space(c) for c in self.spec.components if c.name != "prev_actions"])
+
+    def get_action_space(self) -> gspaces.Box:
+        return action_space()
+
+    def get_default_action(self) -> np.ndarray:
+        return np.zeros(3, np.float32)
+
+    def send_control(self, control: Any) -> None:
+        if control is None or self.error is not None:
+            return
+        try:
+            self.game.controller.act(float(control[0]), float(control[1]), float(control[2]))
+            if self.control_times is not None:
+                self.control_times.append(time.perf_counter())
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread by the wrapper
+            self._fail(exc)
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[list, dict]:
+        if self.error is not None:
+            return list(self._placeholder), {}
+        try:
+            self.game.controller.neutral()
+            tel = self._respawn()
+            if self.settle_s > 0:
+                time.sleep(self.settle_s)
+                self._counter, tel = self.game.telemetry.latest()
+            frame = self.game.screen.grab()
+            self.reward.reset()
+            return self.builder.reset(frame, tel, 0.0), {}
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+            return list(self._placeholder), {}
+
+    def get_obs_rew_terminated_info(self) -> tuple[list, float, bool, dict]:
+        if self.error is not None:
+            return list(self._placeholder), 0.0, True, {}
+        try:
+            frame = self.game.screen.grab()
+            counter, tel = self.game.telemetry.latest()
+            elapsed, self._counter = counter - self._counter, counter
+            pos = np.array((tel.x, tel.y, tel.z))
+            reward, terminated = self.reward.step(pos, tel.finished >= 0.5, elapsed)
+            tracker = self.reward.tracker
+            obs = self.builder.build(frame, tel, tracker.index / max(1, tracker.last_index))
+            if terminated and tel.finished >= 0.5:
+                self.on_finish()
+            return obs, float(reward), bool(terminated), {}
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+            return list(self._placeholder), 0.0, True, {}
+
+    def wait(self) -> None:
+        try:
+            self.game.controller.neutral()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+
+    def raise_error(self) -> None:
+        """Re-raise the error stored by the time-step thread, if any (called by the env wrapper)."""
+        exc = self.error
+        if exc is None:
+            return
+        if isinstance(exc, TmrlError):
+            raise exc
+        raise GameError(f"the {self.game.name} environment failed: {type(exc).__name__}: {exc}") from exc
+
+    def _respawn(self) -> TelemetryFrame:
+        """Send the respawn command and wait until telemetry shows the car at the trajectory's start."""
+        telemetry = self.game.telemetry
+        counter, _ = telemetry.latest()
+        self.game.controller.respawn()
+        start = self.reward.tracker.points[0]
+        deadline = time.monotonic() + self.config.respawn_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GameError(
+                    f"the {self.game.name} car was not seen back at the start line within "
+                    f"{self.config.respawn_timeout_s:g} s after a respawn; check that the game runs the track "
+                    "the reward trajectory was recorded on"
+                )
+            counter, tel = telemetry.wait_newer(counter, remaining)
+            if float(np.linalg.norm(np.array((tel.x, tel.y, tel.z)) - start)) <= RESPAWN_RADIUS:
+                self._counter = counter
+                return tel
+
+    def on_finish(self) -> None:
+        """Called (time-step thread) when the car crossed the finish line."""
+
+
+class CarRacingInterface(GameInterface):
+    """The built-in game: respawn is instant and the game needs nothing after the finish."""
+
+
+class TM2020Interface(GameInterface):
+    """TrackMania 2020: after the finish the results pop-up must be closed before the next respawn."""
+
+    def on_finish(self) -> None:
+        close = getattr(self.game.controller, "close_finish_popup", None)
+        if close is not None:
+            close()
+
+
+def interface_class(game: str) -> type[GameInterface]:
+    return CarRacingInterface if game == "carracing" else TM2020Interface
