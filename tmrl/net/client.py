@@ -1,0 +1,636 @@
+"""Relay clients: an asyncio core in a background thread behind synchronous facades.
+
+``WorkerClient`` (send batches, receive weights), ``TrainerClient`` (receive batches, publish weights) and
+``ObserverClient`` (status). Connection, handshake, back-off with jitter, resends and acknowledgements all run
+on the client's own thread, so the caller's real-time or torch loop never blocks on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import queue
+import random
+import secrets
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tmrl.errors import AuthError, ProtocolError, TmrlError
+from tmrl.net import protocol as P
+from tmrl.net.codec import decode_arrays, encode_arrays
+from tmrl.net.config import RelayConfig
+from tmrl.net.stream import check_pin, client_ssl_context, frame_parts, read_frame
+
+log = logging.getLogger("tmrl.net")
+
+
+class _Busy(AuthError):
+    """The relay already has a trainer (retried for a while: it may be the previous run's, just dying)."""
+
+
+async def open_session(
+    config: RelayConfig, role: str, client_id: str, incarnation: int = 0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]]:
+    """Connect (TLS if configured, pinned certificate), run the handshake, return (reader, writer, welcome).
+
+    Raises ``AuthError`` when the secrets differ or the relay refuses the role, ``OSError`` /
+    ``TimeoutError`` / ``ProtocolError`` when the relay is unreachable or misbehaves.
+    """
+    ssl_ctx, pin = client_ssl_context(config.tls_cert) if config.tls else (None, b"")
+    where = f"{config.host}:{config.port}"
+    async with asyncio.timeout(config.connect_timeout):
+        reader, writer = await asyncio.open_connection(config.host, config.port, ssl=ssl_ctx, limit=1 << 20)
+    try:
+        if ssl_ctx is not None:
+            check_pin(writer, pin)
+        secret = config.secret_bytes()
+        cnonce = secrets.token_bytes(P.NONCE_BYTES)
+        async with asyncio.timeout(config.handshake_timeout):
+            writer.writelines(frame_parts(P.hello(role, client_id, cnonce, incarnation)))
+            header, _ = await read_frame(reader, 1 << 16)
+            _raise_refusal(header, where)
+            if header["t"] != "challenge":
+                raise ProtocolError(f"relay at {where} answered the hello with {header['t']!r}")
+            snonce = P.field(header, "sn", bytes)
+            if not P.verify(P.server_proof(secret, cnonce, snonce, role, client_id), header.get("mac")):
+                raise AuthError(
+                    f"the relay at {where} does not know our secret: set the same RelayConfig.secret on the relay "
+                    "and every client"
+                )
+            mac = P.client_proof(secret, cnonce, snonce, role, client_id)
+            writer.writelines(frame_parts({"t": "auth", "mac": mac}))
+            header, _ = await read_frame(reader, 1 << 16)
+            _raise_refusal(header, where)
+            if header["t"] != "welcome":
+                raise ProtocolError(f"relay at {where} answered the auth with {header['t']!r}")
+        return reader, writer, header
+    except BaseException:
+        writer.close()
+        raise
+
+
+def _raise_refusal(header: Mapping[str, Any], where: str) -> None:
+    t = header.get("t")
+    if t not in ("refuse", "error"):
+        return
+    code, msg = header.get("code"), str(header.get("msg", ""))[:500]
+    if code == "busy":
+        raise _Busy(f"relay at {where} refused this trainer: {msg}")
+    if t == "refuse" or code == "role":
+        raise AuthError(f"relay at {where} refused the connection: {msg}")
+    raise ProtocolError(f"relay at {where} reported a protocol error: {msg}")
+
+
+class _Core:
+    """Owns the event loop thread and the connect / session / back-off cycle of one client."""
+
+    role = "worker"
+
+    def __init__(self, config: RelayConfig, client_id: str, incarnation: int = 0) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.incarnation = incarnation
+        self.fatal: TmrlError | None = None
+        self.connected = threading.Event()
+        self.connections = 0
+        self.loop = _new_loop()
+        self.writer: asyncio.StreamWriter | None = None
+        self._closing: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"tmrl-{self.role}-{client_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def call(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the client's loop (thread-safe, non-blocking)."""
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._closing is not None:
+            self.call(self._closing.set)
+        self._thread.join(timeout)
+
+    def raise_fatal(self) -> None:
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def _main(self) -> None:
+        self._closing = asyncio.Event()
+        self._started.set()
+        cfg = self.config
+        attempt, busy_since = 0, None
+        while not self._closing.is_set():
+            writer = None
+            try:
+                reader, writer, welcome = await open_session(cfg, self.role, self.client_id, self.incarnation)
+                attempt, busy_since = 0, None
+                self.writer = writer
+                self.connections += 1
+                self.connected.set()
+                await self._session(reader, writer, welcome)
+            except _Busy as exc:
+                busy_since = busy_since or time.monotonic()
+                if time.monotonic() - busy_since > cfg.connect_timeout:
+                    self.fatal = exc
+                    log.error("%s", exc)
+                    break
+            except AuthError as exc:
+                self.fatal = exc
+                log.error("%s", exc)
+                break
+            except (OSError, EOFError, TimeoutError, ProtocolError, ssl.SSLError) as exc:
+                log.debug("%s %s: connection lost: %s", self.role, self.client_id, exc)
+            finally:
+                self.connected.clear()
+                self.writer = None
+                if writer is not None:
+                    writer.close()
+                self._on_disconnect()
+            if self._closing.is_set():
+                break
+            delay = min(cfg.backoff_max, cfg.backoff_initial * 2**attempt) * random.uniform(0.5, 1.0)
+            attempt = min(attempt + 1, 30)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay)
+        await self._on_close()
+
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, welcome: dict
+    ) -> None:
+        assert self._closing is not None
+        tasks = [
+            asyncio.ensure_future(self._reader(reader)),
+            asyncio.ensure_future(self._pinger(writer)),
+            asyncio.ensure_future(self._closing.wait()),
+            *[asyncio.ensure_future(c) for c in self._session_tasks(writer, welcome)],
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+
+    async def _reader(self, reader: asyncio.StreamReader) -> None:
+        where = f"{self.config.host}:{self.config.port}"
+        while True:
+            async with asyncio.timeout(self.config.idle_timeout):
+                header, body = await read_frame(reader, self.config.max_frame_bytes)
+            _raise_refusal(header, where)
+            if header["t"] != "pong":
+                self._on_frame(header, body)
+
+    async def _pinger(self, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await asyncio.sleep(self.config.idle_timeout / 3)
+            writer.writelines(frame_parts({"t": "ping"}))
+
+    # hooks ---------------------------------------------------------------------------------------------------
+    def _session_tasks(self, writer: asyncio.StreamWriter, welcome: dict) -> list[Any]:
+        return []
+
+    def _on_frame(self, header: dict[str, Any], body: memoryview) -> None:
+        raise ProtocolError(f"unexpected {header['t']!r} message for a {self.role}")
+
+    def _on_disconnect(self) -> None:
+        pass
+
+    async def _on_close(self) -> None:
+        pass
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.new_event_loop()
+
+
+# -- worker --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    seq: int
+    n: int
+    parts: list[bytes | memoryview]
+    size: int
+    dropped: bool = False
+
+
+class _WorkerCore(_Core):
+    role = "worker"
+
+    def __init__(self, config: RelayConfig, client_id: str, incarnation: int) -> None:
+        super().__init__(config, client_id, incarnation)
+        self.unacked: deque[_Pending] = deque()
+        self.unacked_bytes = 0
+        self.to_send: deque[_Pending] = deque()
+        self.send_event: asyncio.Event | None = None
+        self.submitted = 0  # caller thread
+        self.done = 0  # loop thread: acknowledged + dropped
+        self.done_cond = threading.Condition()
+        self.lock = threading.Lock()
+        self.latest: tuple[int, dict[str, np.ndarray], dict[str, Any]] | None = None
+        self.latest_gen = 0
+        self.stats = dict(
+            sent_batches=0,
+            sent_samples=0,
+            acked_batches=0,
+            acked_samples=0,
+            dropped_batches=0,
+            dropped_samples=0,
+            resent_batches=0,
+            weights_received=0,
+            bad_weights=0,
+        )
+
+    def submit(self, p: _Pending) -> None:
+        self.submitted += 1
+        self.call(self._add, p)
+
+    def _mark_done(self, k: int) -> None:
+        with self.done_cond:
+            self.done += k
+            self.done_cond.notify_all()
+
+    def _add(self, p: _Pending) -> None:
+        cfg = self.config
+        self.stats["sent_batches"] += 1
+        self.stats["sent_samples"] += p.n
+        self.unacked.append(p)
+        self.unacked_bytes += p.size
+        while len(self.unacked) > 1 and (
+            len(self.unacked) > cfg.max_unacked_batches or self.unacked_bytes > cfg.max_unacked_bytes
+        ):
+            old = self.unacked.popleft()
+            old.dropped = True
+            self.unacked_bytes -= old.size
+            self.stats["dropped_batches"] += 1
+            self.stats["dropped_samples"] += old.n
+            self._mark_done(1)
+        if self.writer is not None:
+            self.to_send.append(p)
+            if self.send_event is not None:
+                self.send_event.set()
+
+    def _session_tasks(self, writer: asyncio.StreamWriter, welcome: dict) -> list[Any]:
+        self.to_send = deque(self.unacked)
+        self.stats["resent_batches"] += len(self.to_send)
+        self.send_event = asyncio.Event()
+        self.send_event.set()
+        return [self._sender(writer)]
+
+    async def _sender(self, writer: asyncio.StreamWriter) -> None:
+        assert self.send_event is not None
+        while True:
+            await self.send_event.wait()
+            self.send_event.clear()
+            while self.to_send:
+                p = self.to_send.popleft()
+                if p.dropped:
+                    continue
+                writer.writelines(p.parts)
+                if writer.transport.get_write_buffer_size() > 1 << 20:
+                    await writer.drain()
+
+    def _on_frame(self, header: dict[str, Any], body: memoryview) -> None:
+        t = header["t"]
+        if t == "ack":
+            seq = P.nonneg_int(header, "seq")
+            k = 0
+            while self.unacked and self.unacked[0].seq <= seq:
+                p = self.unacked.popleft()
+                self.unacked_bytes -= p.size
+                self.stats["acked_batches"] += 1
+                self.stats["acked_samples"] += p.n
+                k += 1
+            self._mark_done(k)
+        elif t == "weights":
+            version = P.nonneg_int(header, "v")
+            try:
+                arrays, meta = decode_arrays(body, self.config.max_frame_bytes, writable=True)
+            except ProtocolError as exc:
+                self.stats["bad_weights"] += 1
+                log.warning("worker %s: ignoring malformed weights v%d: %s", self.client_id, version, exc)
+                return
+            with self.lock:
+                self.latest = (version, arrays, meta)
+                self.latest_gen += 1
+            self.stats["weights_received"] += 1
+        else:
+            super()._on_frame(header, body)
+
+    def _on_disconnect(self) -> None:
+        self.to_send.clear()
+        self.send_event = None
+
+    async def _on_close(self) -> None:
+        with self.done_cond:  # wake a flush() waiting on a client that just failed for good
+            self.done_cond.notify_all()
+
+
+class WorkerClient:
+    """A rollout worker's link to the relay (thread-backed; never blocks the caller's real-time loop).
+
+    Batches are numbered (worker id, incarnation, sequence) and kept until the relay acknowledges them; they are
+    resent after a reconnect. Beyond ``max_unacked_batches`` / ``max_unacked_bytes`` the oldest is dropped and
+    counted (``stats()['dropped_samples']``).
+    """
+
+    def __init__(self, config: RelayConfig, worker_id: str = "worker") -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.incarnation = secrets.randbits(62)
+        self._seq = itertools.count()
+        self._returned_gen = 0
+        self._core = _WorkerCore(config, worker_id, self.incarnation)
+        self._core.start()
+
+    def send_batch(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> int:
+        """Queue one batch (encoded now, sent in the background). Returns its sequence number.
+
+        ``meta`` should carry ``n`` (rows) and ``policy_version``; without ``n`` the first array's length is used.
+        """
+        self._core.raise_fatal()
+        if not arrays:
+            raise ProtocolError("a batch needs at least one array")
+        n = int(meta["n"]) if "n" in meta else len(next(iter(arrays.values())))
+        seq = next(self._seq)
+        body = encode_arrays(arrays, {**meta, "n": n})
+        hdr = P.pack({"t": "batch", "seq": seq, "n": n})
+        size = P.PREFIX_SIZE + len(hdr) + len(body)
+        if size - 4 > self.config.max_frame_bytes:
+            raise ProtocolError(
+                f"batch of {size} bytes exceeds max_frame_bytes={self.config.max_frame_bytes}: send smaller batches"
+            )
+        self._core.submit(_Pending(seq, n, [P.frame_prefix(hdr, len(body)), body], size))
+        return seq
+
+    def latest_weights(self) -> tuple[int, dict[str, np.ndarray], dict[str, Any]] | None:
+        """The newest weights (version, arrays, meta) if they changed since the last call, else None."""
+        self._core.raise_fatal()
+        with self._core.lock:
+            if self._core.latest is None or self._core.latest_gen == self._returned_gen:
+                return None
+            self._returned_gen = self._core.latest_gen
+            return self._core.latest
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every batch sent so far is acknowledged (or dropped); True if so within ``timeout``."""
+        core, target = self._core, self._core.submitted
+        with core.done_cond:
+            ok = core.done_cond.wait_for(lambda: core.done >= target or core.fatal is not None, timeout)
+        core.raise_fatal()
+        return ok
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected and authenticated (raises the fatal error if the relay refused us)."""
+        ok = self._core.connected.wait(timeout)
+        self._core.raise_fatal()
+        return ok
+
+    @property
+    def connected(self) -> bool:
+        return self._core.connected.is_set()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: sent / acked / dropped batches and samples, resends, weights received, connections."""
+        return {
+            **self._core.stats,
+            "unacked_batches": len(self._core.unacked),
+            "connected": self.connected,
+            "connections": self._core.connections,
+        }
+
+    def close(self, flush_timeout: float = 0.0) -> None:
+        """Stop the client (optionally waiting up to ``flush_timeout`` for acknowledgements first)."""
+        if flush_timeout > 0 and self._core.fatal is None:
+            self.flush(flush_timeout)
+        self._core.close()
+
+    def __enter__(self) -> WorkerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- trainer -------------------------------------------------------------------------------------------------
+
+
+class _TrainerCore(_Core):
+    role = "trainer"
+
+    def __init__(self, config: RelayConfig, client_id: str) -> None:
+        super().__init__(config, client_id, 0)
+        self.items: queue.SimpleQueue[tuple[int, dict[str, Any], dict[str, np.ndarray]]] = queue.SimpleQueue()
+        self.gen = 0
+        self.consumed = 0
+        self.seen: dict[tuple[str, int], int] = {}
+        self.weights_parts: list[bytes | memoryview] | None = None
+        self.weights_event: asyncio.Event | None = None
+        self.stats = dict(
+            received_batches=0,
+            received_samples=0,
+            duplicates=0,
+            bad_batches=0,
+            polled_batches=0,
+            polled_samples=0,
+            published_weights=0,
+        )
+
+    def _session_tasks(self, writer: asyncio.StreamWriter, welcome: dict) -> list[Any]:
+        self.gen += 1
+        self.consumed = 0
+        self.weights_event = asyncio.Event()
+        if self.weights_parts is not None:
+            self.weights_event.set()  # the relay may have restarted: give it our latest weights again
+        return [self._weights_sender(writer)]
+
+    async def _weights_sender(self, writer: asyncio.StreamWriter) -> None:
+        assert self.weights_event is not None
+        while True:
+            await self.weights_event.wait()
+            self.weights_event.clear()
+            if self.weights_parts is not None:
+                writer.writelines(self.weights_parts)
+                await writer.drain()
+
+    def set_weights(self, parts: list[bytes | memoryview]) -> None:
+        self.weights_parts = parts
+        self.stats["published_weights"] += 1
+        if self.weights_event is not None:
+            self.weights_event.set()
+
+    def _on_frame(self, header: dict[str, Any], body: memoryview) -> None:
+        if header["t"] != "batch":
+            return super()._on_frame(header, body)
+        worker, inc = P.field(header, "w", str), P.nonneg_int(header, "inc")
+        seq, n = P.nonneg_int(header, "seq"), P.nonneg_int(header, "n")
+        key = (worker, inc)
+        if seq <= self.seen.get(key, -1):
+            self.stats["duplicates"] += 1
+            self.consume(self.gen, 1)
+            return
+        try:
+            arrays, meta = decode_arrays(body, self.config.max_frame_bytes)
+        except ProtocolError as exc:
+            self.stats["bad_batches"] += 1
+            log.warning("trainer: dropping a malformed batch from worker %r: %s", worker, exc)
+            self.consume(self.gen, 1)
+            return
+        self.seen[key] = seq
+        meta.update(worker_id=worker, incarnation=inc, seq=seq, n=n)
+        meta.setdefault("policy_version", -1)
+        self.stats["received_batches"] += 1
+        self.stats["received_samples"] += n
+        self.items.put((self.gen, meta, arrays))
+
+    def consume(self, gen: int, k: int) -> None:
+        """Acknowledge ``k`` more batches of connection ``gen`` (cumulative count on the wire)."""
+        if gen != self.gen or self.writer is None:
+            return
+        self.consumed += k
+        self.writer.writelines(frame_parts({"t": "tack", "c": self.consumed}))
+
+
+class TrainerClient:
+    """The trainer's link to the relay: receives batches (duplicates dropped), publishes weights.
+
+    A batch is acknowledged to the relay only once ``poll_batches`` has returned it, so batches in flight when
+    the trainer stops are delivered again to the next trainer.
+    """
+
+    def __init__(self, config: RelayConfig, trainer_id: str = "trainer") -> None:
+        self.config = config
+        self._core = _TrainerCore(config, trainer_id)
+        self._core.start()
+
+    def poll_batches(self, max_n: int, timeout: float) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+        """Up to ``max_n`` batches as (meta, arrays), waiting at most ``timeout`` seconds for the first.
+
+        ``meta`` holds the worker's meta plus ``worker_id``, ``incarnation``, ``seq``, ``n``, ``policy_version``.
+        """
+        self._core.raise_fatal()
+        out: list[tuple[dict[str, Any], dict[str, np.ndarray]]] = []
+        acks: dict[int, int] = {}
+        try:
+            item = self._core.items.get(timeout=timeout) if timeout > 0 else self._core.items.get_nowait()
+            while True:
+                gen, meta, arrays = item
+                out.append((meta, arrays))
+                acks[gen] = acks.get(gen, 0) + 1
+                if len(out) >= max_n:
+                    break
+                item = self._core.items.get_nowait()
+        except queue.Empty:
+            pass
+        for gen, k in acks.items():
+            self._core.call(self._core.consume, gen, k)
+        self._core.stats["polled_batches"] += len(out)
+        self._core.stats["polled_samples"] += sum(m["n"] for m, _ in out)
+        return out
+
+    def publish_weights(
+        self, version: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+    ) -> None:
+        """Send versioned weights (raw arrays + meta) to the relay, which pushes them to every worker."""
+        self._core.raise_fatal()
+        body = encode_arrays(arrays, meta)
+        hdr = P.pack({"t": "weights", "v": int(version)})
+        if 2 + len(hdr) + len(body) > self.config.max_frame_bytes:
+            raise ProtocolError(
+                f"weights of {len(body)} bytes exceed max_frame_bytes={self.config.max_frame_bytes}"
+            )
+        self._core.call(self._core.set_weights, [P.frame_prefix(hdr, len(body)), body])
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected and authenticated (raises the fatal error if the relay refused us)."""
+        deadline = time.monotonic() + timeout
+        while not self._core.connected.wait(min(0.05, max(deadline - time.monotonic(), 0))):
+            self._core.raise_fatal()
+            if time.monotonic() >= deadline:
+                return False
+        return True
+
+    @property
+    def connected(self) -> bool:
+        return self._core.connected.is_set()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: received / duplicate / malformed / polled batches and samples, weights published."""
+        return {**self._core.stats, "connected": self.connected, "connections": self._core.connections}
+
+    def close(self) -> None:
+        self._core.close()
+
+    def __enter__(self) -> TrainerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- observer ------------------------------------------------------------------------------------------------
+
+
+class ObserverClient:
+    """Reads the relay's status (what ``tmrl status`` prints)."""
+
+    def __init__(self, config: RelayConfig, observer_id: str = "observer") -> None:
+        self.config = config
+        self.observer_id = observer_id
+
+    def status(self) -> dict[str, Any]:
+        """One status snapshot; raises ``TmrlError`` subclasses (or OSError) with a clear message on failure."""
+        return asyncio.run(self._status())
+
+    async def _status(self) -> dict[str, Any]:
+        try:
+            reader, writer, _ = await open_session(self.config, "observer", self.observer_id)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionRefusedError(
+                f"cannot reach the relay at {self.config.host}:{self.config.port}: {exc or type(exc).__name__}"
+            ) from None
+        try:
+            writer.writelines(frame_parts({"t": "status"}))
+            async with asyncio.timeout(self.config.handshake_timeout):
+                header, body = await read_frame(reader, self.config.max_frame_bytes)
+            _raise_refusal(header, f"{self.config.host}:{self.config.port}")
+            if header["t"] != "status":
+                raise ProtocolError(f"relay answered a status request with {header['t']!r}")
+            doc = P.unpack(
+                body, limits={"max_str_len": 1 << 16, "max_array_len": 1 << 16, "max_map_len": 1 << 10}
+            )
+            if not isinstance(doc, dict):
+                raise ProtocolError("relay status is not a map")
+            return doc
+        finally:
+            writer.close()
