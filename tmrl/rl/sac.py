@@ -1,0 +1,143 @@
+"""Soft actor-critic (Haarnoja et al. 2018) with twin critics, Polyak-averaged targets and optional entropy tuning.
+
+The whole update is ``SAC.update``, read top to bottom: target under no_grad, critic loss, actor step, entropy
+coefficient step, Polyak averaging. Time-limit truncation is not termination: only ``terminated`` stops the
+bootstrap. REDQ (``tmrl/rl/redq.py``) reuses the networks and optimisers and replaces ``update``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import Tensor
+
+from tmrl.rl.config import AlgorithmConfig, ModelConfig
+from tmrl.rl.memory import Minibatch
+from tmrl.rl.models import Actor, QEnsemble
+from tmrl.spaces import ObservationSpec
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _adam(params, lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
+    # The fused kernel does the whole step in one pass over each tensor (CPU and CUDA).
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=device.type in ("cpu", "cuda"))
+
+
+class SAC:
+    """Networks, optimisers and the update step of SAC (``n_critics`` Q functions, 2 for SAC)."""
+
+    def __init__(
+        self,
+        spec: ObservationSpec,
+        algo: AlgorithmConfig,
+        model: ModelConfig,
+        device: torch.device,
+        n_critics: int = 2,
+    ) -> None:
+        self.spec, self.algo, self.model_config, self.device = spec, algo, model, device
+        self.actor = Actor(spec, model).to(device)
+        self.critic = QEnsemble(spec, model, n_critics).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = _adam(self.actor.parameters(), algo.lr_actor, algo.betas, device)
+        self.critic_opt = _adam(self.critic.parameters(), algo.lr_critic, algo.betas, device)
+        self.log_alpha = torch.tensor(math.log(algo.alpha), device=device, requires_grad=algo.learn_entropy)
+        self.alpha_opt = (
+            _adam([self.log_alpha], algo.lr_entropy, algo.betas, device) if algo.learn_entropy else None
+        )
+        self.target_entropy = float(-spec.action_dim if algo.target_entropy is None else algo.target_entropy)
+        self.updates = 0
+        self._actor_params = list(self.actor.parameters())
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+
+    @property
+    def alpha(self) -> Tensor:
+        return self.log_alpha.detach().exp()
+
+    def update(self, b: Minibatch) -> dict[str, Tensor]:
+        """One gradient step of the critics, the actor and alpha on minibatch ``b``; returns detached scalars."""
+        alpha = self.alpha
+
+        # 1. Soft Bellman target from the target critics, under no_grad.
+        with torch.no_grad():
+            next_action, next_logp = self.actor(b.next_obs)
+            next_q = self.critic_target(b.next_obs, next_action).min(dim=0).values
+            target = b.reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
+
+        # 2. Critic loss: squared error of every critic against the same target.
+        q = self.critic(b.obs, b.action)  # (n_critics, B)
+        critic_loss = (q - target).pow(2).mean(dim=1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        # 3. Actor: maximise min_i Q_i(s, a~pi) - alpha log pi(a|s); gradients reach the actor only.
+        action, logp = self.actor(b.obs)
+        q_pi = self.critic(b.obs, action).min(dim=0).values
+        actor_loss = (alpha * logp - q_pi).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=self._actor_params)
+        self.actor_opt.step()
+
+        # 4. Entropy coefficient towards the target entropy.
+        alpha_loss = self._alpha_step(logp)
+
+        # 5. Polyak averaging of the target critics: target <- polyak * target + (1 - polyak) * critic.
+        self._polyak()
+        self.updates += 1
+        return {
+            "losses/critic": critic_loss.detach(),
+            "losses/actor": actor_loss.detach(),
+            "losses/alpha": alpha_loss,
+            "charts/alpha": alpha,
+            "charts/q": q.detach().mean(),
+            "charts/entropy": -logp.detach().mean(),
+        }
+
+    def _alpha_step(self, logp: Tensor) -> Tensor:
+        if self.alpha_opt is None:
+            return torch.zeros((), device=self.device)
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        return alpha_loss.detach()
+
+    @torch.no_grad()
+    def _polyak(self) -> None:
+        torch._foreach_lerp_(self._target_params, self._critic_params, 1.0 - self.algo.polyak)
+
+    # -- checkpoint state (tensors and plain containers only: loadable with torch.load(weights_only=True)) --
+    def state_dict(self) -> dict:
+        state = {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "updates": self.updates,
+        }
+        if self.alpha_opt is not None:
+            state["alpha_opt"] = self.alpha_opt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        if self.alpha_opt is not None:
+            self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self.updates = int(state["updates"])

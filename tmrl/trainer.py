@@ -1,0 +1,171 @@
+"""The ``Trainer`` role: batches from the relay into the replay ring, SAC / REDQ updates, weights back to workers.
+
+The loop alternates: poll the relay for batches (waiting only when no update is allowed), append them to the
+ring (one stream per worker), run a bounded chunk of the updates the throttle allows (warm-up, at most
+``max_updates_per_step`` updates per environment step), publish the actor every ``publish_every`` updates,
+checkpoint every ``checkpoint_every`` updates and on the way out. ``--resume`` (the default when a checkpoint
+exists) continues with the same counters, optimiser moments, entropy coefficient and replay contents.
+
+Worker batch meta understood here, besides the relay's ``worker_id`` / ``seq`` / ``n`` / ``policy_version``:
+``episodes``, a list of ``{"return": float, "length": int, "test": bool}`` for episodes the batch completed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tmrl.rl.checkpoint import has_checkpoint
+from tmrl.rl.config import RLConfig
+from tmrl.rl.export import save_actor
+from tmrl.rl.learner import CHECKPOINT_DIR, Learner
+from tmrl.spaces import ObservationSpec
+
+if TYPE_CHECKING:
+    from tmrl.config import TmrlConfig
+    from tmrl.net.client import TrainerClient
+
+ACTOR_FILE = "weights/actor.safetensors"
+STATUS_FILE = "status/trainer.json"
+
+
+def _write_json_atomic(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """One trainer: a ``Learner`` fed by a ``TrainerClient``."""
+
+    def __init__(
+        self,
+        spec: ObservationSpec,
+        config: RLConfig,
+        client: TrainerClient,
+        run_dir: str | os.PathLike,
+        *,
+        resume: bool = False,
+        chunk: int = 20,
+        status_every_s: float = 1.0,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.learner = Learner(spec, config, self.run_dir, resume=resume)
+        self.client = client
+        self.chunk = chunk
+        self.status_every_s = status_every_s
+        self.streams: dict[str, int] = self.learner.extra.setdefault("streams", {})
+        self.batches = 0
+        self._status_t = 0.0
+        self._rate = (time.perf_counter(), self.learner.updates, self.learner.env_steps)
+        self._speeds = (0.0, 0.0)
+
+    def stream_of(self, worker_id: str) -> int:
+        """The replay stream of a worker (stable across restarts: saved in the checkpoint)."""
+        if worker_id not in self.streams:
+            self.streams[worker_id] = len(self.streams)
+        return self.streams[worker_id]
+
+    def ingest(self, batches: list[tuple[dict[str, Any], dict]]) -> int:
+        """Append polled batches to the ring; returns rows added."""
+        rows = 0
+        for meta, arrays in batches:
+            stream = self.stream_of(str(meta.get("worker_id", "worker")))
+            rows += self.learner.add_batch(stream, arrays, meta.get("episodes"))
+            self.batches += 1
+        return rows
+
+    def publish(self) -> int:
+        version, arrays, meta = self.learner.export_actor()
+        self.client.publish_weights(version, arrays, meta)
+        return version
+
+    def step(self) -> int:
+        """One iteration of the loop; returns the number of updates it ran."""
+        learner = self.learner
+        can_train = learner.updates_available() > 0
+        self.ingest(self.client.poll_batches(64, 0.0 if can_train else 0.05))
+        n = learner.train(self.chunk)
+        if learner.publish_due():
+            self.publish()
+        if learner.checkpoint_due():
+            self.checkpoint()
+        self._status()
+        return n
+
+    def checkpoint(self) -> Path:
+        path = self.learner.checkpoint()
+        save_actor(self.run_dir / ACTOR_FILE, self.learner.actor, weight_version=self.learner.weight_version)
+        return path
+
+    def _status(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._status_t < self.status_every_s:
+            return
+        t0, u0, s0 = self._rate
+        dt = max(now - t0, 1e-9)
+        if dt >= 1.0 or force:
+            self._speeds = ((self.learner.updates - u0) / dt, (self.learner.env_steps - s0) / dt)
+            self._rate = (now, self.learner.updates, self.learner.env_steps)
+        self._status_t = now
+        learner = self.learner
+        _write_json_atomic(
+            self.run_dir / STATUS_FILE,
+            {
+                "time": time.time(),
+                "updates": learner.updates,
+                "updates_per_s": round(self._speeds[0], 2),
+                "samples_per_s": round(self._speeds[1], 2),
+                "env_steps": learner.env_steps,
+                "episodes": learner.episodes,
+                "batches": self.batches,
+                "buffer_fill": len(learner.memory),
+                "buffer_capacity": learner.memory.ring.capacity,
+                "weight_version": learner.weight_version,
+            },
+        )
+
+    def run(self, stop: threading.Event, *, max_updates: int | None = None) -> None:
+        """Train until ``stop`` is set (or ``max_updates`` is reached); checkpoint on the way out."""
+        try:
+            self.publish()  # workers act with the current actor from the start
+            while not stop.is_set() and (max_updates is None or self.learner.updates < max_updates):
+                self.step()
+        finally:
+            try:
+                self.checkpoint()
+                self._status(force=True)
+            finally:
+                self.learner.close()
+
+
+def run_trainer(config: TmrlConfig, *, fresh: bool = False, stop: threading.Event | None = None) -> None:
+    """``tmrl-trainer``: connect to the relay and train until SIGINT / SIGTERM (or ``stop``)."""
+    from tmrl.envs.observations import observation_spec
+    from tmrl.net.client import TrainerClient
+
+    rl = RLConfig(algorithm=config.algorithm, model=config.model, trainer=config.trainer)
+    run_dir = config.run_dir
+    resume = not fresh and has_checkpoint(run_dir / CHECKPOINT_DIR)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    client = TrainerClient(config.relay)
+    try:
+        trainer = Trainer(observation_spec(config.env), rl, client, run_dir, resume=resume)
+        learner = trainer.learner
+        how = (
+            f"resumed at {learner.updates} updates, {learner.env_steps} steps" if resume else "started fresh"
+        )
+        print(f"tmrl-trainer: {how}; run directory {run_dir}", flush=True)
+        trainer.run(stop)
+        print(f"tmrl-trainer: stopped at {learner.updates} updates; checkpoint in {run_dir / CHECKPOINT_DIR}")
+    finally:
+        client.close()
