@@ -176,6 +176,10 @@ class _Layers:
 
     def source_of(self, loc: Sequence[str | int]) -> str | None:
         parts = [str(p) for p in loc]
+        dotted = ".".join(parts)
+        for key, src in self.sources.items():
+            if key.startswith(dotted + "."):
+                return src
         while parts:
             src = self.sources.get(".".join(parts))
             if src is not None:

@@ -90,11 +90,24 @@ def free_port(host: str) -> int:
 
 def relay_main(config: TmrlConfig) -> int:
     """``tmrl-server``: run the relay until SIGINT / SIGTERM."""
+    import logging
+
     from tmrl.net.server import serve
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if config.relay.port != 0:
         check_port_free(config.relay.host, config.relay.port)
-    serve(config.relay)
+    try:
+        serve(config.relay)
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+            raise RoleError(
+                f"relay port {config.relay.host}:{config.relay.port} is already in use; stop the other relay or "
+                "choose another port with --port / --set relay.port=N"
+            ) from None
+        raise RoleError(
+            f"the relay cannot listen on {config.relay.host}:{config.relay.port}: {exc}"
+        ) from None
     return 0
 
 
@@ -197,6 +210,7 @@ class StatusCollector:
         self._observer: Any = None
         self._t0 = time.monotonic()
         self._last_samples: tuple[float, float] | None = None
+        self._last_rate: float | None = None
 
     def _relay_status(self) -> dict[str, Any]:
         try:
@@ -241,27 +255,27 @@ class StatusCollector:
         relay = self._relay_status()
         st.relay = relay
         if relay:
-            st.workers_connected = _first(relay, "workers", "connected_workers", "workers_connected")
-            if isinstance(st.workers_connected, list | dict):
-                st.workers_connected = len(st.workers_connected)
-            st.trainer_present = _first(relay, "trainer", "trainer_present", "trainer_connected")
-            st.samples_per_s = _first(relay, "samples_in_per_s", "samples_per_s_in", "samples_per_s")
-            st.dropped = _first(relay, "dropped_samples", "dropped", "drops")
+            workers = relay.get("workers")
+            st.workers_connected = len(workers) if isinstance(workers, list) else None
+            st.trainer_present = bool(relay.get("trainer"))
+            st.dropped = relay.get("dropped_samples")
             if st.weight_version is None:
-                st.weight_version = _first(relay, "weight_version", "weights_version")
+                st.weight_version = relay.get("weights_version")
+            samples_in = relay.get("samples_in")
+            now = time.monotonic()
+            if isinstance(samples_in, int):
+                if self._last_samples is not None and now > self._last_samples[0]:
+                    st.samples_per_s = (samples_in - self._last_samples[1]) / (now - self._last_samples[0])
+                    self._last_rate = st.samples_per_s
+                else:
+                    st.samples_per_s = self._last_rate
+                self._last_samples = (now, samples_in)
         return st
 
     def close(self) -> None:
         if self._observer is not None:
             with contextlib.suppress(Exception):
                 self._observer.close()
-
-
-def _first(doc: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if key in doc and doc[key] is not None:
-            return doc[key]
-    return None
 
 
 def render_status(st: RunStatus, config: TmrlConfig) -> Any:

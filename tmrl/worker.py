@@ -1,0 +1,382 @@
+"""``RolloutWorker``: plays the game in real time with the latest actor and streams batches to the relay.
+
+The loop is lean on purpose (it shares the time step with the game): act, ``env.step`` (which blocks until the
+time step ends), record the row into the preallocated ``TransitionRecorder``, and every ``relay.flush_steps``
+steps / ``relay.flush_seconds`` seconds / episode end hand the rows to the ``WorkerClient``, which sends them from
+its own thread. New weights are decoded by the client off this thread; the worker swaps them in between two steps
+(``load_state_dict`` into the existing actor, no new module). Until the first weights arrive the worker acts
+uniformly at random (warm-up exploration). Every ``worker.test_every`` training episodes it drives one test
+episode with the deterministic policy; test episodes are not used for training, their return is reported.
+
+Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, timeouts) and in
+``<run dir>/status/worker-<id>.json`` (read by the live view of ``tmrl run``). Time-step timeouts are rtgym's
+"Time-step timed out" warnings, counted (never printed per step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tmrl.config import TmrlConfig
+from tmrl.errors import CheckpointError, TmrlError
+
+STATUS_EVERY_S = 1.0
+RECENT_EPISODES = 10
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker, also written to its status file."""
+
+    worker_id: str
+    episodes: int = 0
+    test_episodes: int = 0
+    steps: int = 0
+    timeouts: int = 0
+    batches: int = 0
+    samples: int = 0
+    weight_version: int | None = None
+    last_return: float | None = None
+    last_test_return: float | None = None
+    recent_returns: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_EPISODES))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "episodes": self.episodes,
+            "test_episodes": self.test_episodes,
+            "steps": self.steps,
+            "timeouts": self.timeouts,
+            "batches": self.batches,
+            "samples": self.samples,
+            "weight_version": self.weight_version,
+            "last_return": self.last_return,
+            "last_test_return": self.last_test_return,
+            "recent_returns": list(self.recent_returns),
+            "time": time.time(),
+        }
+
+
+class TimeoutCounter:
+    """Counts rtgym's "Time-step timed out" warnings (from any thread) without printing them."""
+
+    MESSAGE = "Time-step timed out"
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: Any = None
+        self._catcher: Any = None
+
+    def __enter__(self) -> TimeoutCounter:
+        self._catcher = warnings.catch_warnings()
+        self._catcher.__enter__()
+        warnings.filterwarnings("always", message=self.MESSAGE)
+        self._previous = warnings.showwarning
+
+        def show(
+            message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+        ) -> None:
+            if str(message).startswith(self.MESSAGE):
+                self.count += 1
+            else:
+                self._previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._catcher.__exit__(*exc)
+
+
+class Policy:
+    """The worker's actor: random until the first weights, then the exported actor, swapped in place."""
+
+    def __init__(self, action_dim: int, seed: int | None = None, random_until_weights: bool = True) -> None:
+        self.action_dim = action_dim
+        self.rng = np.random.default_rng(seed)
+        self.random_until_weights = random_until_weights
+        self.actor: Any = None
+        self.version = 0
+        self._meta_key: str | None = None
+
+    def load(self, version: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Install weights: into the current actor when the architecture is unchanged, else a new actor."""
+        import json
+
+        import torch
+
+        from tmrl.rl.export import actor_from_arrays
+
+        key = json.dumps({"spec": meta.get("spec"), "model": meta.get("model")}, sort_keys=True)
+        if self.actor is not None and key == self._meta_key:
+            state = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+            try:
+                self.actor.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(f"weights version {version} do not fit the actor: {exc}") from None
+        else:
+            self.actor = actor_from_arrays(arrays, meta)
+            self._meta_key = key
+        self.version = int(version)
+
+    def act(self, obs: Mapping[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
+        if self.actor is None:
+            if not self.random_until_weights and deterministic:
+                return np.zeros(self.action_dim, dtype=np.float32)
+            return self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
+        action: np.ndarray = self.actor.act(obs, deterministic=deterministic)
+        return action
+
+
+class RolloutWorker:
+    """One worker: its env (and game), its relay client, its actor. ``run`` until ``stop`` is set."""
+
+    def __init__(self, config: TmrlConfig, worker_id: str, *, env: Any = None, client: Any = None) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.stats = WorkerStats(worker_id)
+        self._env = env
+        self._client = client
+        self.status_path = config.run_dir / "status" / f"{_safe(worker_id)}.json"
+        if not worker_id.startswith("worker-"):
+            self.status_path = self.status_path.with_name(f"worker-{_safe(worker_id)}.json")
+        self._pending_episodes: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self._last_status = 0.0
+
+    # -- plumbing ----------------------------------------------------------------------------------------------
+
+    def _open(self) -> tuple[Any, Any]:
+        import torch
+
+        torch.set_num_threads(self.config.worker.threads)
+        if self._env is None:
+            from tmrl.envs import make_env
+
+            self._env = make_env(self.config.env, self.config.game_config())
+        if self._client is None:
+            from tmrl.net.client import WorkerClient
+
+            self._client = WorkerClient(self.config.relay, worker_id=self.worker_id)
+        return self._env, self._client
+
+    def _swap_weights(self, policy: Policy) -> None:
+        latest = self._client.latest_weights()
+        if latest is not None:
+            version, arrays, meta = latest
+            if version != policy.version or policy.actor is None:
+                policy.load(version, arrays, meta)
+                self.stats.weight_version = policy.version
+
+    def _flush(self, recorder: Any, policy: Policy) -> None:
+        batch = recorder.take()
+        if batch is None and not self._pending_episodes:
+            return
+        if batch is None:
+            # Test-episode stats with no rows to carry them: keep them for the next batch.
+            return
+        n = int(batch["reward"].shape[0])
+        meta = {
+            "n": n,
+            "policy_version": policy.version,
+            "worker_id": self.worker_id,
+            "episodes": self._pending_episodes,
+            "timeouts": self.stats.timeouts,
+        }
+        self._pending_episodes = []
+        self._client.send_batch(batch, meta)
+        self.stats.batches += 1
+        self.stats.samples += n
+        self._last_flush = time.monotonic()
+
+    def _write_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_status < STATUS_EVERY_S:
+            return
+        self._last_status = now
+        from tmrl.run import write_json_atomic
+
+        with contextlib.suppress(OSError):
+            self.status_path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.status_path, self.stats.to_dict())
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def run_episode(self, env: Any, recorder: Any, policy: Policy, stop: threading.Event, test: bool) -> None:
+        """One episode; training episodes are recorded and streamed, test episodes only reported."""
+        flush_steps = self.config.relay.flush_steps
+        flush_s = self.config.relay.flush_seconds
+        timeouts_before = self._timeouts.count
+        obs, _ = env.reset()
+        if not test:
+            recorder.reset(obs)
+        ret, length, terminated, truncated = 0.0, 0, False, False
+        while not stop.is_set():
+            self._swap_weights(policy)
+            action = policy.act(obs, deterministic=test)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            ret += reward
+            length += 1
+            self.stats.steps += 1
+            if not test:
+                recorder.step(action, reward, terminated, truncated, obs)
+                if len(recorder) >= flush_steps or time.monotonic() - self._last_flush >= flush_s:
+                    self._flush(recorder, policy)
+            if terminated or truncated:
+                break
+            self.stats.timeouts = self._timeouts.count
+            self._write_status()
+        self.stats.timeouts = self._timeouts.count
+        if not (terminated or truncated):
+            # Stopped mid-episode: send what is complete; the open episode is cut there.
+            if not test:
+                self._flush(recorder, policy)
+            return
+        episode = {
+            "return": ret,
+            "length": length,
+            "terminated": terminated,
+            "test": test,
+            "timeouts": self._timeouts.count - timeouts_before,
+            "policy_version": policy.version,
+        }
+        self._pending_episodes.append(episode)
+        if test:
+            self.stats.test_episodes += 1
+            self.stats.last_test_return = ret
+        else:
+            recorder.pop_episodes()
+            self.stats.episodes += 1
+            self.stats.last_return = ret
+            self.stats.recent_returns.append(ret)
+            self._flush(recorder, policy)
+        self._write_status(force=True)
+
+    def run(self, stop: threading.Event | None = None) -> WorkerStats:
+        """Play episodes until ``stop`` is set or ``worker.max_episodes`` is reached; returns the counters."""
+        from tmrl.rl.transitions import TransitionRecorder
+
+        stop = stop or threading.Event()
+        cfg = self.config.worker
+        with TimeoutCounter() as self._timeouts:
+            env, client = self._open()
+            try:
+                spec = env.observation_spec
+                recorder = TransitionRecorder(spec, initial_rows=max(256, 2 * self.config.relay.flush_steps))
+                policy = Policy(spec.action_dim, random_until_weights=cfg.random_until_weights)
+                since_test = 0
+                while not stop.is_set():
+                    if cfg.max_episodes and self.stats.episodes >= cfg.max_episodes:
+                        break
+                    test = cfg.test_every > 0 and since_test >= cfg.test_every and policy.actor is not None
+                    self.run_episode(env, recorder, policy, stop, test=test)
+                    since_test = 0 if test else since_test + 1
+                self._write_status(force=True)
+            finally:
+                try:
+                    client.close()
+                finally:
+                    env.close()
+        return self.stats
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT / SIGTERM (the worker finishes its step, flushes and closes)."""
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return stop
+
+
+def worker_main(config: TmrlConfig, *, worker_id: str, test_only: bool = False) -> int:
+    """``tmrl-worker``: run a ``RolloutWorker`` until SIGINT / SIGTERM."""
+    stop = _stop_on_signals()
+    stats = RolloutWorker(config, worker_id).run(stop)
+    print(
+        f"worker {worker_id}: {stats.episodes} episodes, {stats.steps} steps, {stats.samples} samples sent, "
+        f"{stats.timeouts} time-step timeouts, weights v{stats.weight_version}",
+        flush=True,
+    )
+    return 0
+
+
+def default_weights_path(config: TmrlConfig) -> Path:
+    """The actor the trainer exports into the run directory."""
+    for name in ("actor.safetensors", "weights/actor.safetensors", "actor.tmrl"):
+        path = config.run_dir / name
+        if path.exists():
+            return path
+    raise CheckpointError(
+        f"no exported actor in {config.run_dir}; train first (`tmrl run --name {config.run.name}`) or pass "
+        "--weights FILE"
+    )
+
+
+def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int:
+    """``tmrl test``: drive ``episodes`` episodes with the deterministic policy; print returns and lap times."""
+    from tmrl.envs import make_env
+    from tmrl.rl.export import load_actor
+
+    path = weights if weights is not None else default_weights_path(config)
+    if not Path(path).exists():
+        raise CheckpointError(f"weights file {path} does not exist")
+    actor = load_actor(path)
+    stop = _stop_on_signals()
+    env = make_env(config.env, config.game_config())
+    dt = config.env.rtgym.time_step_s
+    results = []
+    try:
+        if actor.spec != env.observation_spec:
+            raise CheckpointError(
+                f"the actor in {path} was trained on other observations ({actor.spec.to_dict()}) than this "
+                f"env produces; use the run's configuration (--config <run dir>/config.toml)"
+            )
+        with TimeoutCounter() as timeouts:
+            for i in range(episodes):
+                if stop.is_set():
+                    break
+                obs, _ = env.reset()
+                ret, steps, terminated, truncated = 0.0, 0, False, False
+                while not (terminated or truncated or stop.is_set()):
+                    obs, reward, terminated, truncated, _ = env.step(actor.act(obs, deterministic=True))
+                    ret += reward
+                    steps += 1
+                finished = _finished(env)
+                lap = f"lap {steps * dt:.2f} s" if finished else ("time limit" if truncated else "no finish")
+                print(f"episode {i + 1}: return {ret:.1f}, {steps} steps, {lap}", flush=True)
+                results.append(ret)
+            if results:
+                print(
+                    f"{len(results)} episodes: mean return {np.mean(results):.1f} (min {min(results):.1f}, max "
+                    f"{max(results):.1f}); {timeouts.count} time-step timeouts",
+                    flush=True,
+                )
+    finally:
+        env.close()
+    return 0
+
+
+def _finished(env: Any) -> bool:
+    with contextlib.suppress(TmrlError, AttributeError, OSError):
+        _, frame = env.game.telemetry.latest()
+        return bool(frame.finished >= 0.5)
+    return False
