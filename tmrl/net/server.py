@@ -31,7 +31,7 @@ log = logging.getLogger("tmrl.relay")
 MAX_SEEN_STREAMS = 100_000
 
 
-class RoleError(ProtocolError):
+class ForbiddenMessageError(ProtocolError):
     """A client sent a message its role may not send (answered with a clear error, then disconnected)."""
 
 
@@ -244,7 +244,7 @@ class RelayServer:
             self._c.protocol_errors += 1
             who = conn.label() if conn else peer_s
             log.warning("relay: dropping %s: %s", who, exc)
-            code = "role" if isinstance(exc, RoleError) else "protocol"
+            code = "role" if isinstance(exc, ForbiddenMessageError) else "protocol"
             self._send_now(writer, {"t": "error", "code": code, "msg": str(exc)})
         except asyncio.CancelledError:
             raise
@@ -353,7 +353,7 @@ class RelayServer:
                     self._on_batch(conn, key, seq, n, body)
                     self._write(conn, frame_parts({"t": "ack", "seq": seq}))
                 elif not self._check_common(conn, header):
-                    raise RoleError(f"a worker may not send {header['t']!r} messages")
+                    raise ForbiddenMessageError(f"a worker may not send {header['t']!r} messages")
         finally:
             sender.cancel()
 
@@ -408,7 +408,7 @@ class RelayServer:
                 elif t == "weights":
                     self._on_weights(P.nonneg_int(header, "v"), body)
                 elif not self._check_common(conn, header):
-                    raise RoleError(f"a trainer may not send {t!r} messages")
+                    raise ForbiddenMessageError(f"a trainer may not send {t!r} messages")
         finally:
             sender.cancel()
 
@@ -463,7 +463,7 @@ class RelayServer:
             async with asyncio.timeout(self.config.idle_timeout):
                 header, _ = await read_frame(reader, 1 << 16)
             if not self._check_common(conn, header):
-                raise RoleError(f"an observer may not send {header['t']!r} messages")
+                raise ForbiddenMessageError(f"an observer may not send {header['t']!r} messages")
 
     # -- spool --------------------------------------------------------------------------------------------
 

@@ -1,0 +1,230 @@
+"""Relay protocol: framing, strict msgpack decoding, array bodies, handshake proofs (pure functions, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import subprocess
+import sys
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tmrl.errors import ProtocolError
+from tmrl.net import protocol as P
+from tmrl.net.codec import decode_arrays, encode_arrays
+from tmrl.net.config import RelayConfig
+from tmrl.net.stream import read_frame
+
+MAX = 1 << 20
+
+
+def test_frame_roundtrip_and_body_is_opaque() -> None:
+    body = bytes(range(256)) * 10
+    frame = P.encode_frame({"t": "batch", "seq": 7, "n": 3}, body)
+    header, got = P.decode_frame(frame, MAX)
+    assert header == {"t": "batch", "seq": 7, "n": 3}
+    assert bytes(got) == body
+
+
+def test_prefix_checks_size_before_reading() -> None:
+    with pytest.raises(ProtocolError, match="exceeds"):
+        P.parse_prefix(struct.pack(">IH", MAX + 1, 10), MAX)
+    with pytest.raises(ProtocolError, match="inconsistent"):
+        P.parse_prefix(struct.pack(">IH", 5, 10), MAX)
+    with pytest.raises(ProtocolError, match="inconsistent"):
+        P.parse_prefix(struct.pack(">IH", 5, 0), MAX)
+    with pytest.raises(ProtocolError, match="truncated"):
+        P.parse_prefix(b"\x00\x00", MAX)
+
+
+def test_header_must_be_a_typed_map() -> None:
+    for bad in (P.pack([1, 2]), P.pack({"x": 1}), P.pack({"t": 3}), b"\xc1", b""):
+        with pytest.raises(ProtocolError):
+            P.decode_header(bad)
+
+
+def test_huge_declared_lengths_are_refused_without_allocation() -> None:
+    # bin32 / str32 / array32 / map32 headers declaring 4 GB with nothing behind them
+    for tag in (b"\xc6", b"\xdb", b"\xdd", b"\xdf"):
+        with pytest.raises(ProtocolError):
+            P.decode_header(tag + b"\xff\xff\xff\xff")
+        with pytest.raises(ProtocolError):
+            decode_arrays(tag + b"\xff\xff\xff\xff", MAX)
+
+
+def test_deep_nesting_and_ext_types_are_refused() -> None:
+    deep = b"\x91" * 100_000 + b"\x00"  # 100k nested one-element arrays
+    with pytest.raises(ProtocolError):
+        P.decode_header(deep)
+    with pytest.raises(ProtocolError):
+        decode_arrays(deep, MAX)
+    nested: object = 0
+    for _ in range(40):
+        nested = [nested]
+    with pytest.raises(ProtocolError, match="deeper"):
+        decode_arrays(P.pack({"meta": {"x": nested}, "arrays": {}}), MAX)
+    with pytest.raises(ProtocolError, match="ext"):
+        P.decode_header(msgpack.packb({"t": "x", "e": msgpack.ExtType(5, b"zz")}))
+    with pytest.raises(ProtocolError):  # integer map keys (strict_map_key)
+        P.decode_header(msgpack.packb({"t": "x", 1: 2}))
+
+
+def test_arrays_roundtrip_all_wire_dtypes() -> None:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "obs.img": rng.integers(0, 255, (4, 64, 64), dtype=np.uint8),
+        "obs.lidar": rng.random((4, 19), dtype=np.float32),
+        "action": rng.random((4, 3)).astype(np.float32)[:, ::-1],  # non-contiguous input
+        "terminated": np.array([0, 0, 1, 0], bool),
+        "big": np.arange(6, dtype=np.float64).reshape(2, 3),
+        "empty": np.zeros((0, 5), np.int64),
+    }
+    meta = {"n": 4, "policy_version": 3, "returns": [1.5, 2.0]}
+    got, got_meta = decode_arrays(encode_arrays(arrays, meta), MAX)
+    assert got_meta == meta
+    for k, a in arrays.items():
+        assert got[k].dtype == a.dtype and got[k].shape == a.shape
+        np.testing.assert_array_equal(got[k], a)
+    w, _ = decode_arrays(encode_arrays(arrays, meta), MAX, writable=True)
+    assert w["big"].flags.writeable
+
+
+def test_array_bodies_are_validated() -> None:
+    with pytest.raises(ProtocolError, match="dtype"):
+        encode_arrays({"o": np.array(["a"], dtype=object)}, {})
+    good = {"dtype": "float32", "shape": [2], "data": b"\x00" * 8}
+    cases = [
+        {"dtype": "object", "shape": [1], "data": b"\x00" * 8},
+        {**good, "shape": [3]},  # size mismatch
+        {**good, "shape": [-2]},
+        {**good, "shape": [1] * 9},
+        {**good, "shape": "2"},
+        {**good, "data": "text"},
+        [1, 2],
+    ]
+    for spec in cases:
+        with pytest.raises(ProtocolError):
+            decode_arrays(P.pack({"meta": {}, "arrays": {"a": spec}}), MAX)
+    with pytest.raises(ProtocolError):
+        decode_arrays(P.pack({"arrays": {}}), MAX)
+    with pytest.raises(ProtocolError):  # body larger than the bin limit
+        decode_arrays(encode_arrays({"a": np.zeros(1000, np.uint8)}, {}), 100)
+
+
+def test_handshake_proofs_bind_everything() -> None:
+    s, cn, sn = b"secret", b"c" * 32, b"s" * 32
+    base = P.client_proof(s, cn, sn, "worker", "w0")
+    assert P.verify(base, P.client_proof(s, cn, sn, "worker", "w0"))
+    for other in (
+        P.client_proof(b"other", cn, sn, "worker", "w0"),
+        P.client_proof(s, sn, cn, "worker", "w0"),
+        P.client_proof(s, cn, sn, "trainer", "w0"),
+        P.client_proof(s, cn, sn, "worker", "w1"),
+        P.server_proof(s, cn, sn, "worker", "w0"),  # a server proof is never a valid client proof
+    ):
+        assert not P.verify(base, other)
+    assert not P.verify(base, "not bytes")
+
+
+def test_hello_validation() -> None:
+    ok = P.hello("worker", "w0", b"n" * 32, 5)
+    assert P.parse_hello(ok) == ("worker", "w0", b"n" * 32, 5)
+    for bad in (
+        {**ok, "v": 99},
+        {**ok, "proto": "http"},
+        {**ok, "role": "admin"},
+        {**ok, "id": ""},
+        {**ok, "id": "x" * 500},
+        {**ok, "cn": b"short"},
+        {**ok, "inc": -1},
+        {**ok, "inc": True},
+    ):
+        with pytest.raises(ProtocolError):
+            P.parse_hello(bad)
+
+
+def _feed(data: bytes, max_frame: int = MAX) -> object:
+    async def go() -> object:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await read_frame(reader, max_frame)
+
+    return asyncio.run(go())
+
+
+def test_stream_reader_framing() -> None:
+    frame = P.encode_frame({"t": "ping"}, b"xyz")
+    header, body = _feed(frame)  # type: ignore[misc]
+    assert header == {"t": "ping"} and bytes(body) == b"xyz"
+    with pytest.raises(asyncio.IncompleteReadError):
+        _feed(frame[:-1])  # truncated: clean EOF error, connection closed by the server
+    with pytest.raises(ProtocolError):
+        _feed(frame, max_frame=4)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=512))
+def test_fuzz_decoders_raise_only_protocol_error(data: bytes) -> None:
+    for fn in (
+        lambda: P.decode_header(data),
+        lambda: P.decode_frame(data, MAX),
+        lambda: decode_arrays(data, MAX),
+        lambda: P.split_frame(data, 3),
+    ):
+        try:
+            fn()
+        except ProtocolError:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.floats()
+        | st.text(max_size=20)
+        | st.binary(max_size=20),
+        lambda ch: st.lists(ch, max_size=4) | st.dictionaries(st.text(max_size=5), ch, max_size=4),
+        max_leaves=30,
+    ),
+    st.integers(0, 64),
+)
+def test_fuzz_structured_bodies_and_mutations(obj: object, cut: int) -> None:
+    """Valid msgpack of any shape, and truncations / bit flips of a real frame, never escape ProtocolError."""
+    raw = P.pack({"meta": {}, "arrays": {"a": obj}})
+    for data in (raw, raw[:cut], P.pack(obj)):
+        try:
+            decode_arrays(data, MAX)
+        except ProtocolError:
+            pass
+    frame = bytearray(P.encode_frame({"t": "batch", "seq": 1, "n": 2}, encode_arrays({"r": np.ones(2)}, {})))
+    frame[cut % len(frame)] ^= 0xFF
+    try:
+        _, body = P.decode_frame(bytes(frame), MAX)
+        decode_arrays(body, MAX)
+    except ProtocolError:
+        pass
+
+
+def test_config_defaults_and_validation() -> None:
+    cfg = RelayConfig()
+    assert cfg.port == 55555 and cfg.queue_bytes >= cfg.max_frame_bytes
+    with pytest.raises(ValueError):
+        RelayConfig(unknown=1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError):
+        RelayConfig(tls=True)
+    with pytest.raises(ValueError):
+        RelayConfig(queue_bytes=2**20, max_frame_bytes=2**21)
+    assert "secret" not in repr(cfg.secret)
+
+
+def test_server_never_imports_numpy_or_torch() -> None:
+    code = "import sys, tmrl.net.server; sys.exit(('numpy' in sys.modules) + 2 * ('torch' in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
