@@ -17,7 +17,7 @@ ExtraTelemetry = Literal["steer", "gas", "brake", "yaw_rate", "gear", "rpm"]
 
 # LIDAR defaults per game. The built-in game's 96x96 view has the car at about row 70, column 48, facing up; its
 # bottom 12 rows are the dashboard, which beams from 90 to 270 degrees starting at row 70 never reach.
-CARRACING_LIDAR_ORIGIN = (70, 48)
+CARRACING_LIDAR_ORIGIN = (71, 48)
 CARRACING_LIDAR_START = 6
 
 
@@ -172,7 +172,7 @@ class EnvConfig(BaseModel):
         default=None,
         gt=0.0,
         description="Observed speed = telemetry speed / this. None = per game: 1000 on TrackMania (TMRL), "
-        "100 on the built-in game (whose telemetry speed is in km/h, mostly below 100).",
+        "300 on the built-in game (telemetry speed in km/h; flat out on a straight it reaches about 340).",
     )
     lidar: LidarConfig = Field(default_factory=LidarConfig, description="LIDAR geometry.")
     image: ImageConfig = Field(default_factory=ImageConfig, description="Image observations.")
@@ -201,7 +201,7 @@ def resolved_reward_mode(config: EnvConfig) -> Literal["trajectory", "carracing"
 def resolved_speed_scale(config: EnvConfig) -> float:
     if config.speed_scale is not None:
         return config.speed_scale
-    return 100.0 if config.game == "carracing" else 1000.0
+    return 300.0 if config.game == "carracing" else 1000.0
 
 
 def resolved_reset_settle(config: EnvConfig) -> float:

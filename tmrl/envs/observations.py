@@ -2,7 +2,7 @@
 
 Normalisation (every float component is scaled to roughly [0, 1] or [-1, 1]):
 
-- ``speed``: telemetry speed / ``speed_scale`` (TrackMania 1000, built-in game 100, see ``EnvConfig``);
+- ``speed``: telemetry speed / ``speed_scale`` (TrackMania 1000, built-in game 300, see ``EnvConfig``);
 - ``lidar``: each beam's distance divided by that beam's maximum (its path length - 1), so 1.0 = nothing hit;
 - ``progress``: index along the reward trajectory / its last index, in [0, 1];
 - ``gear`` / 10, ``rpm`` / 10000 (TMRL's scales); ``steer``, ``gas``, ``brake`` as reported, in [-1, 1];

@@ -1,0 +1,171 @@
+"""The real-time env against the real built-in game (a real game process, real telemetry, real frames)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tmrl.envs.config import EnvConfig, RewardConfig, RtgymConfig
+from tmrl.envs.env import RealTimeEnv, make_env
+from tmrl.envs.observations import observation_spec
+from tmrl.envs.reward import Trajectory, save_trajectory
+from tmrl.errors import ConfigError, GameError, RewardError, TmrlError
+from tmrl.games import open_game
+from tmrl.games.carracing.pilot import track_centerline
+from tmrl.games.config import CarRacingConfig, TM2020Config
+
+SEED = 0
+
+
+@pytest.fixture(scope="module")
+def reward_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trajectory along the track's centre line (what the pilot records, without driving a real-time lap)."""
+    xz = track_centerline(SEED)
+    points = np.stack([xz[:, 0], np.zeros(len(xz)), xz[:, 1]], axis=1)
+    return save_trajectory(
+        tmp_path_factory.mktemp("reward") / "reward.json", Trajectory(points, "carracing", SEED)
+    )
+
+
+@pytest.fixture(scope="module")
+def game():
+    g = open_game(CarRacingConfig(seed=SEED))
+    yield g
+    g.close()
+
+
+def env_config(reward_file: Path, **kw) -> EnvConfig:
+    rtgym = kw.pop("rtgym", RtgymConfig())
+    reward = kw.pop("reward", RewardConfig(path=reward_file))
+    return EnvConfig(rtgym=rtgym, reward=reward, **kw)
+
+
+def test_lidar_env_drives_and_respawns(game, reward_file: Path) -> None:
+    env = RealTimeEnv(env_config(reward_file), game, track_seed=SEED, owns_game=False)
+    try:
+        assert [c.name for c in env.observation_spec.components] == ["speed", "lidar", "prev_actions"]
+        obs, _ = env.reset()
+        assert env.observation_space.contains(obs)
+        assert obs["lidar"].shape == (4, 19) and obs["prev_actions"].shape == (2, 3)
+        assert np.allclose(obs["lidar"][0], obs["lidar"][-1])  # history filled with the first scan
+        assert 0.2 < float(obs["lidar"][-1, 9]) <= 1.0  # straight ahead: road for a while
+        rewards = []
+        for i in range(40):
+            action = np.array([1.0, 0.0, 0.0], np.float32)
+            obs, r, terminated, truncated, _ = env.step(action)
+            assert env.observation_space.contains(obs), i
+            assert math.isfinite(r)
+            assert not truncated
+            rewards.append(r)
+            if terminated:
+                break
+        assert np.allclose(obs["prev_actions"], [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+        assert obs["speed"][0] > 0.05
+        assert sum(rewards) > 0.0  # it drove forward along the track on CarRacing's scale
+        _, tel = game.telemetry.latest()
+        assert tel.distance > 5.0
+        obs, _ = env.reset()
+        _, tel = game.telemetry.latest()
+        start = track_centerline(SEED)[0]
+        assert math.hypot(tel.x - start[0], tel.z - start[1]) < 2.0
+        assert obs["speed"][0] < 0.05
+        assert np.allclose(obs["prev_actions"], 0.0)
+    finally:
+        env.close()
+
+
+def test_truncation_at_step_limit(game, reward_file: Path) -> None:
+    cfg = env_config(reward_file, rtgym=RtgymConfig(ep_max_length=5))
+    env = RealTimeEnv(cfg, game, track_seed=SEED, owns_game=False)
+    try:
+        env.reset()
+        flags = [env.step(np.zeros(3))[2:4] for _ in range(5)]
+        assert flags[-1] == (False, True)
+        assert all(f == (False, False) for f in flags[:-1])
+        with pytest.raises(RuntimeError):  # rtgym: reset before stepping a finished episode
+            env.step(np.zeros(3))
+    finally:
+        env.close()
+
+
+def test_failure_countdown_terminates(game, reward_file: Path) -> None:
+    cfg = env_config(
+        reward_file,
+        observation="lidar_progress",
+        extra_telemetry=("yaw_rate", "steer"),
+        reward=RewardConfig(path=reward_file, min_steps=2, failure_countdown=3),
+    )
+    env = RealTimeEnv(cfg, game, track_seed=SEED, owns_game=False)
+    try:
+        obs, _ = env.reset()
+        assert list(obs) == ["speed", "lidar", "progress", "yaw_rate", "steer", "prev_actions"]
+        assert obs["progress"][0] == 0.0
+        steps, terminated, truncated = 0, False, False
+        while not (terminated or truncated) and steps < 20:
+            obs, r, terminated, truncated, _ = env.step(np.zeros(3))  # standing still: no progress
+            steps += 1
+            assert env.observation_space.contains(obs)
+            if steps > 1:  # CarRacing's frame penalty, 0.1 x ~2.5 physics frames a step
+                assert r == pytest.approx(-0.25, abs=0.15)
+        assert terminated and not truncated and steps == 2 + 3 + 1
+    finally:
+        env.close()
+
+
+def test_image_observations(game, reward_file: Path) -> None:
+    cfg = env_config(reward_file, observation="images")
+    env = RealTimeEnv(cfg, game, track_seed=SEED, owns_game=False)
+    try:
+        spec = observation_spec(cfg)
+        assert [c.name for c in spec.components] == ["speed", "gear", "rpm", "frames", "prev_actions"]
+        obs, _ = env.reset()
+        assert obs["frames"].shape == (4, 64, 64) and obs["frames"].dtype == np.uint8
+        for _ in range(5):
+            obs, *_ = env.step(np.array([1.0, 0.0, 0.0]))
+            assert env.observation_space.contains(obs)
+        assert obs["frames"].std() > 5  # a picture, not a blank
+        assert 0.0 < obs["gear"][0] <= 1.0
+    finally:
+        env.close()
+
+
+def test_errors_in_the_time_step_thread_reach_the_caller(reward_file: Path) -> None:
+    env = make_env(env_config(reward_file), CarRacingConfig(seed=SEED, telemetry_timeout_s=1.0))
+    try:
+        env.reset()
+        env.step(np.zeros(3))
+        env.game.close()  # the game disappears under a running env
+        with pytest.raises(TmrlError):
+            for _ in range(5):
+                env.step(np.zeros(3))
+    finally:
+        env.close()
+
+
+def test_config_errors_before_any_game_starts(tmp_path: Path, reward_file: Path) -> None:
+    missing = tmp_path / "missing.json"
+    with pytest.raises(
+        RewardError, match=r"missing\.json does not exist.*tmrl record-reward --game carracing"
+    ):
+        make_env(EnvConfig(reward=RewardConfig(path=missing)))
+    with pytest.raises(RewardError, match="track seed 0 but the game uses seed 5"):
+        make_env(env_config(reward_file), CarRacingConfig(seed=5))
+    with pytest.raises(ConfigError, match="game 'carracing'.*'tm2020'"):
+        make_env(env_config(reward_file), TM2020Config())
+
+
+def test_respawn_timeout_is_a_game_error(game, tmp_path: Path) -> None:
+    """A trajectory that does not start where the car spawns: reset cannot see the respawn."""
+    xz = track_centerline(SEED)[40:]
+    points = np.stack([xz[:, 0], np.zeros(len(xz)), xz[:, 1]], axis=1)
+    path = save_trajectory(tmp_path / "elsewhere.json", Trajectory(points, "carracing", SEED))
+    cfg = EnvConfig(reward=RewardConfig(path=path), respawn_timeout_s=0.5)
+    env = RealTimeEnv(cfg, game, track_seed=SEED, owns_game=False)
+    try:
+        with pytest.raises(GameError, match="not seen back at the start line"):
+            env.reset()
+    finally:
+        env.close()
