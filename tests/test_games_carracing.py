@@ -1,0 +1,269 @@
+"""The built-in game: a real game process, its telemetry, screen, controller, lifetime."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from multiprocessing import shared_memory
+
+import numpy as np
+import pytest
+
+from tmrl.errors import GameError, TelemetryError
+from tmrl.games import CarRacingConfig, Controller, Game, Screen, open_game
+from tmrl.games.carracing import shm as S
+from tmrl.games.carracing.game import CarRacingGame
+from tmrl.games.telemetry import TelemetryFrame
+
+
+@pytest.fixture(scope="module")
+def game() -> Iterator[CarRacingGame]:
+    g = open_game(CarRacingConfig(seed=3))
+    assert isinstance(g, CarRacingGame)
+    try:
+        yield g
+    finally:
+        g.close()
+
+
+def _drive_until(game: Game, gas: float, pred: object, max_frames: int = 400) -> TelemetryFrame:
+    counter, frame = game.telemetry.latest()
+    for _ in range(max_frames):
+        game.controller.act(gas, 0.0, 0.0)
+        if pred(frame):  # type: ignore[operator]
+            return frame
+        counter, frame = game.telemetry.wait_newer(counter, timeout=2.0)
+    raise AssertionError(f"condition not reached within {max_frames} telemetry frames; last {frame}")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].startswith(("Z", "X"))
+    except FileNotFoundError:
+        return True
+
+
+def test_protocols(game: CarRacingGame) -> None:
+    assert isinstance(game, Game)
+    assert isinstance(game.screen, Screen)
+    assert isinstance(game.controller, Controller)
+    assert game.name == "carracing"
+    assert game.screen.channel_order == "rgb"
+
+
+def test_telemetry_changes_with_gas_and_respawn_resets(game: CarRacingGame) -> None:
+    game.controller.respawn()
+    c0, f0 = game.telemetry.latest()
+    assert f0.distance < 1.0 and f0.finished == 0.0 and f0.y == 0.0
+    fast = _drive_until(game, 1.0, lambda f: f.speed > 30.0 and f.distance > 3.0)
+    assert fast.gas == 1.0 and fast.brake == 0.0
+    assert fast.distance > f0.distance + 1.0
+    assert (fast.x, fast.z) != (f0.x, f0.z)
+    assert fast.gear >= 1.0 and fast.rpm > 0.0
+    game.controller.respawn()
+    c1, f1 = game.telemetry.wait_newer(game.telemetry.latest()[0], timeout=2.0)
+    assert c1 > c0
+    assert f1.distance < 1.0 and f1.speed < 1.0
+    assert abs(f1.x - f0.x) < 1e-3 and abs(f1.z - f0.z) < 1e-3
+
+
+def test_game_keeps_its_own_clock(game: CarRacingGame) -> None:
+    c0, _ = game.telemetry.latest()
+    t0 = time.monotonic()
+    c1, _ = game.telemetry.wait_newer(c0 + 24, timeout=3.0)
+    elapsed = time.monotonic() - t0
+    # 25 physics frames at 50 Hz take about half a second of wall time, whatever the agent does
+    assert 0.3 < elapsed < 2.0, elapsed
+
+
+def test_grab_frame(game: CarRacingGame) -> None:
+    game.controller.respawn()
+    frame = game.screen.grab()
+    assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8 and frame.flags.c_contiguous
+    view = frame[:84].astype(int)
+    r, g, b = view[..., 0], view[..., 1], view[..., 2]
+    road = (abs(r - g) <= 3) & (abs(g - b) <= 3) & (r >= 95) & (r <= 112)
+    grass = (g >= 190) & (r < 130) & (b < 130)
+    assert road.sum() > 200, "no road-gray pixels in the view"
+    assert grass.sum() > 200, "no grass-green pixels in the view"
+    assert road[60:84, 40:56].sum() > 20, "the car should start on the road, near row 72 column 48"
+    assert frame[86:].max(axis=2).mean() < 60, "the bottom rows are the dark dashboard"
+    # the frame belongs to the caller
+    frame[:] = 0
+    assert game.screen.grab().max() > 0
+
+
+def test_grab_follows_the_car(game: CarRacingGame) -> None:
+    game.controller.respawn()
+    first = game.screen.grab()
+    _drive_until(game, 1.0, lambda f: f.distance > 15.0)
+    later = game.screen.grab()
+    assert np.abs(first[:84].astype(int) - later[:84].astype(int)).sum() > 0
+
+
+def test_two_instances_side_by_side(game: CarRacingGame) -> None:
+    other = open_game(CarRacingConfig(seed=5))
+    try:
+        assert isinstance(other, CarRacingGame)
+        assert other.telemetry_port != game.telemetry_port
+        assert other.shm_name != game.shm_name
+        game.controller.respawn()
+        other.controller.respawn()
+        _, fa = game.telemetry.latest()
+        _, fb = other.telemetry.latest()
+        assert (fa.x, fa.z) != (fb.x, fb.z), "different seeds give different tracks"
+        moved = _drive_until(other, 1.0, lambda f: f.distance > 5.0)
+        assert moved.distance > 5.0
+        _, fa2 = game.telemetry.latest()
+        assert fa2.distance < 1.0, "controls of one instance do not reach the other"
+        assert other.screen.grab().shape == (96, 96, 3)
+    finally:
+        other.close()
+    assert not other.alive
+
+
+def test_close_is_idempotent_and_leaves_nothing() -> None:
+    g = open_game(CarRacingConfig(seed=1, render_width=64, render_height=48))
+    assert isinstance(g, CarRacingGame)
+    assert g.screen.grab().shape == (48, 64, 3)
+    name, pid = g.shm_name, g.pid
+    g.close()
+    g.close()
+    assert _process_gone(pid)
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=name, create=False)
+    with pytest.raises(GameError):
+        g.screen.grab()
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(GameError, match=f"{port}.*choose another port"):
+            open_game(CarRacingConfig(port=port, startup_timeout_s=20))
+
+
+def test_telemetry_error_names_the_game_when_it_dies() -> None:
+    g = open_game(CarRacingConfig(seed=2, telemetry_timeout_s=0.5))
+    assert isinstance(g, CarRacingGame)
+    try:
+        g.telemetry.latest()
+        os.kill(g.pid, signal.SIGKILL)
+        with pytest.raises(TelemetryError, match=r"built-in game \(pid \d+\)"):
+            for _ in range(100):
+                g.telemetry.latest()
+                time.sleep(0.05)
+        with pytest.raises(GameError, match="built-in game"):
+            g.screen.grab()
+    finally:
+        g.close()
+
+
+def test_game_exits_after_silence() -> None:
+    cfg = CarRacingConfig(seed=0, silence_timeout_s=1.0)
+    name = f"tmrl_test_silence_{os.getpid()}"
+    state = S.SharedState.create(name, cfg.render_width, cfg.render_height)
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", PYGAME_HIDE_SUPPORT_PROMPT="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "tmrl.games.carracing.process",
+        "--shm",
+        name,
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+    proc = subprocess.Popen([*cmd, "--config", cfg.model_dump_json()], env=env, stdout=subprocess.DEVNULL)
+    try:
+        assert proc.wait(timeout=30) == 0
+        assert int(state.header[S.H_STATE]) == S.STATE_EXITED
+        assert int(state.header[S.H_TICKS]) > 10  # it did run its clock before giving up
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        state.close()
+
+
+def test_game_exits_when_its_owner_dies() -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from tmrl.games import CarRacingConfig, open_game
+        g = open_game(CarRacingConfig(seed=0, silence_timeout_s=60))
+        print(g.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        line = owner.stdout.readline()
+        game_pid = int(line)
+        assert not _process_gone(game_pid)
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 10.0
+        while not _process_gone(game_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _process_gone(game_pid), "the game outlived its owner"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+
+
+def test_frame_seqlock_never_tears() -> None:
+    name = f"tmrl_test_seqlock_{os.getpid()}"
+    writer = S.SharedState.create(name, 256, 256)
+    reader = writer  # same block, two threads: the reader copies while the writer rewrites
+    stop = threading.Event()
+    frames = [np.full((256, 256, 3), v, dtype=np.uint8) for v in (10, 200)]
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            writer.write_frame(frames[i % 2])
+            i += 1
+            time.sleep(0.0001)
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        for _ in range(1000):
+            f = reader.read_frame(timeout=2.0)
+            assert f.min() == f.max(), "torn frame"
+    finally:
+        stop.set()
+        t.join()
+        writer.close()
+
+
+def test_odd_frame_counter_is_never_read() -> None:
+    name = f"tmrl_test_odd_{os.getpid()}"
+    state = S.SharedState.create(name, 16, 16)
+    try:
+        state.header[S.H_FRAME_SEQ] = 1
+        with pytest.raises(GameError, match="consistent frame"):
+            state.read_frame(timeout=0.05)
+    finally:
+        state.close()
+
+
+def test_controls_are_clipped(game: CarRacingGame) -> None:
+    game.controller.respawn()
+    frame = _drive_until(game, 5.0, lambda f: f.gas == 1.0, max_frames=10)
+    assert frame.gas == 1.0
+    game.controller.act(-3.0, 0.0, float("nan"))
+    counter, frame = game.telemetry.latest()
+    counter, frame = game.telemetry.wait_newer(counter + 1, timeout=2.0)
+    assert frame.gas == 0.0 and frame.steer == 0.0
+    game.controller.neutral()
