@@ -463,17 +463,23 @@ class Supervisor:
         self._stop.set()
 
     def _ensure_reward(self) -> None:
-        """The built-in game's reward trajectory is recorded once by the scripted pilot when missing."""
-        path = self.config.env.reward.path
-        if path is None or Path(path).exists() or self.config.env.game != "carracing":
-            return
-        from tmrl.envs import record_reward
+        """Check the reward trajectory up front; the built-in game's default one is recorded once when missing."""
+        from tmrl.envs.reward import load_trajectory
 
-        print(
-            f"recording the reward trajectory of the built-in game (the scripted pilot drives one lap) to {path}"
-        )
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        record_reward(self.config.game_config(), Path(path))
+        path = Path(self.config.env.reward.path or self.config.default_reward_path())
+        if (
+            not path.exists()
+            and self.config.env.game == "carracing"
+            and path == self.config.default_reward_path()
+        ):
+            from tmrl.envs import record_reward
+
+            print(
+                f"recording the built-in game's reward trajectory once (the scripted pilot drives a lap): {path}"
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            record_reward(self.config.game_config(), path)
+        load_trajectory(path, self.config.env.game)
 
     def run(self) -> int:
         """Run until Ctrl-C, SIGTERM, ``duration`` or a child failure; 0 on an orderly stop."""

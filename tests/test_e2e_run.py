@@ -1,0 +1,172 @@
+"""`tmrl run` end to end: relay + trainer + a worker with the real built-in game, twice (the second resumes).
+
+Small settings (warm-up 100 steps, publish every 20 updates) so that within about half a minute samples reach the
+trainer, the worker receives new weights and a checkpoint is written. The supervisor is started in its own
+session; afterwards no process of that session may remain. Also: the one-line errors of `tmrl run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SMALL = [
+    "--set", "trainer.warmup_steps=100",
+    "--set", "trainer.publish_every=20",
+    "--set", "trainer.checkpoint_every=300",
+    "--set", "trainer.batch_size=64",
+    "--set", "trainer.replay_capacity=20000",
+    "--set", "trainer.threads=1",
+    "--set", "relay.flush_steps=20",
+    "--set", "relay.flush_seconds=0.5",
+    "--set", "run.status_interval_s=0.5",
+    "--set", "run.stop_timeout_s=60",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_track_reward(data_dir: Path, seed: int = 0) -> Path:
+    """The built-in game's track centre line as its reward trajectory (instead of a minute-long pilot lap)."""
+    from tmrl.envs.reward import Trajectory, save_trajectory
+    from tmrl.games.carracing.pilot import track_centerline
+
+    xz = track_centerline(seed)
+    xz = np.concatenate([xz, xz[:1]])
+    points = np.stack([xz[:, 0], np.zeros(len(xz)), xz[:, 1]], axis=1)
+    return save_trajectory(
+        data_dir / "rewards" / f"carracing-seed{seed}.json", Trajectory(points, "carracing", seed)
+    )
+
+
+def session_processes(sid: int) -> list[str]:
+    """Processes still alive in session ``sid`` (zombies excluded), as "pid cmd" strings."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, session = fields[0], int(fields[3])
+        if session == sid and state != "Z":
+            alive.append(f"{entry.name} {cmd}")
+    return alive
+
+
+def wait_no_session(sid: int, timeout: float = 20.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    left = session_processes(sid)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = session_processes(sid)
+    return left
+
+
+def tmrl(data_dir: Path, *args: str, timeout: float = 60.0, **kw) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMRL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "tmrl.cli.main", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        **kw,
+    )
+
+
+def run_for(data_dir: Path, port: int, seconds: float) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`tmrl run --duration seconds` in its own session; returns its result and the processes it left."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMRL_")}
+    cmd = [sys.executable, "-m", "tmrl.cli.main", "run", "--data-dir", str(data_dir), "--name", "e2e"]
+    cmd += ["--port", str(port), "--workers", "1", "--no-live", "--duration", str(seconds), *SMALL]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=seconds + 150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"tmrl run did not stop by itself:\n{out}\n{err}")
+    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return result, wait_no_session(proc.pid)
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.timeout(400)
+def test_run_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
+    write_track_reward(tmp_path)
+    run_dir = tmp_path / "runs" / "e2e"
+
+    first, left = run_for(tmp_path, free_port(), 40)
+    logs = "\n".join(
+        f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((run_dir / "logs").glob("*.log"))
+    )
+    assert first.returncode == 0, f"{first.stdout}\n{first.stderr}\n{logs}"
+    assert not left, f"processes left behind: {left}"
+    assert "Traceback" not in first.stderr
+    trainer = read(run_dir / "status" / "trainer.json")
+    worker = read(run_dir / "status" / "worker-0.json")
+    assert trainer["env_steps"] > 100, trainer  # samples reached the trainer
+    assert trainer["updates"] > 0, trainer
+    assert worker["samples"] > 100 and worker["episodes"] >= 1, worker
+    assert worker["weight_version"] is not None and worker["weight_version"] >= 2, (
+        worker
+    )  # new weights arrived
+    assert (run_dir / "checkpoints" / "LATEST").is_file()
+    assert (run_dir / "weights" / "actor.safetensors").is_file()
+    assert (run_dir / "config.toml").is_file()
+    assert "stopped;" in first.stdout
+
+    second, left = run_for(tmp_path, free_port(), 15)
+    assert second.returncode == 0, f"{second.stdout}\n{second.stderr}"
+    assert not left, f"processes left behind: {left}"
+    trainer_log = (run_dir / "logs" / "trainer.log").read_text()
+    assert f"resumed at {trainer['updates']} updates" in trainer_log
+    again = read(run_dir / "status" / "trainer.json")
+    assert again["updates"] >= trainer["updates"] and again["env_steps"] > trainer["env_steps"]
+    assert again["weight_version"] > trainer["weight_version"]
+
+
+def test_run_port_in_use_is_one_line(tmp_path: Path) -> None:
+    write_track_reward(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = tmrl(tmp_path, "run", "--port", str(port), "--no-live")
+        server = tmrl(tmp_path, "server", "--port", str(port))
+    for res in (out, server):
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+        assert "already in use" in res.stderr and str(port) in res.stderr
+
+
+def test_run_missing_reward_file_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    out = tmrl(
+        tmp_path, "run", "--port", str(free_port()), "--no-live", "--set", f'env.reward.path="{missing}"'
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert str(missing) in out.stderr and "record-reward" in out.stderr
