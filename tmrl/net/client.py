@@ -47,8 +47,16 @@ async def open_session(
     """
     ssl_ctx, pin = client_ssl_context(config.tls_cert) if config.tls else (None, b"")
     where = f"{config.host}:{config.port}"
-    async with asyncio.timeout(config.connect_timeout):
-        reader, writer = await asyncio.open_connection(config.host, config.port, ssl=ssl_ctx, limit=1 << 20)
+    try:
+        async with asyncio.timeout(config.connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                config.host, config.port, ssl=ssl_ctx, limit=1 << 20
+            )
+    except ssl.SSLCertVerificationError as exc:
+        raise AuthError(
+            f"the relay at {where} presented a TLS certificate other than tls_cert={config.tls_cert}: "
+            f"{exc.verify_message}"
+        ) from None
     try:
         if ssl_ctx is not None:
             check_pin(writer, pin)
@@ -102,6 +110,7 @@ class _Core:
         self.fatal: TmrlError | None = None
         self.connected = threading.Event()
         self.connections = 0
+        self._state = threading.Condition()  # notified on connect and on a fatal error
         self.loop = _new_loop()
         self.writer: asyncio.StreamWriter | None = None
         self._closing: asyncio.Event | None = None
@@ -131,6 +140,16 @@ class _Core:
             self.call(self._closing.set)
         self._thread.join(timeout)
 
+    def _notify(self) -> None:
+        with self._state:
+            self._state.notify_all()
+
+    def wait_connected(self, timeout: float) -> bool:
+        with self._state:
+            ok = self._state.wait_for(lambda: self.connected.is_set() or self.fatal is not None, timeout)
+        self.raise_fatal()
+        return ok
+
     def raise_fatal(self) -> None:
         if self.fatal is not None:
             raise self.fatal
@@ -148,6 +167,7 @@ class _Core:
                 self.writer = writer
                 self.connections += 1
                 self.connected.set()
+                self._notify()
                 await self._session(reader, writer, welcome)
             except _Busy as exc:
                 busy_since = busy_since or time.monotonic()
@@ -161,6 +181,10 @@ class _Core:
                 break
             except (OSError, EOFError, TimeoutError, ProtocolError, ssl.SSLError) as exc:
                 log.debug("%s %s: connection lost: %s", self.role, self.client_id, exc)
+            except Exception as exc:  # a bug: surface it to the caller instead of dying silently
+                log.exception("%s %s: relay client failed", self.role, self.client_id)
+                self.fatal = TmrlError(f"relay client {self.role} {self.client_id!r} failed: {exc!r}")
+                break
             finally:
                 self.connected.clear()
                 self.writer = None
@@ -173,6 +197,7 @@ class _Core:
             attempt = min(attempt + 1, 30)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), delay)
+        self._notify()
         await self._on_close()
 
     async def _session(
@@ -412,9 +437,7 @@ class WorkerClient:
 
     def wait_connected(self, timeout: float) -> bool:
         """True once connected and authenticated (raises the fatal error if the relay refused us)."""
-        ok = self._core.connected.wait(timeout)
-        self._core.raise_fatal()
-        return ok
+        return self._core.wait_connected(timeout)
 
     @property
     def connected(self) -> bool:
@@ -573,12 +596,7 @@ class TrainerClient:
 
     def wait_connected(self, timeout: float) -> bool:
         """True once connected and authenticated (raises the fatal error if the relay refused us)."""
-        deadline = time.monotonic() + timeout
-        while not self._core.connected.wait(min(0.05, max(deadline - time.monotonic(), 0))):
-            self._core.raise_fatal()
-            if time.monotonic() >= deadline:
-                return False
-        return True
+        return self._core.wait_connected(timeout)
 
     @property
     def connected(self) -> bool:

@@ -86,6 +86,11 @@ class RelayConfig(BaseModel):
             raise ValueError("tls=True needs tls_cert (create one with tmrl.net.tls.create_self_signed)")
         return self
 
+    def with_(self, **changes: object) -> RelayConfig:
+        """A validated copy with ``changes`` applied (e.g. ``config.with_(port=server.port)``)."""
+        return RelayConfig.model_validate({**self.model_dump(), **changes})
+
     def secret_bytes(self) -> bytes:
         """The shared secret as bytes (for HMAC only)."""
-        return self.secret.get_secret_value().encode()
+        secret = self.secret  # a plain str if the config was copied with model_copy(update=...)
+        return (secret.get_secret_value() if isinstance(secret, SecretStr) else str(secret)).encode()

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tmrl.errors import ConfigError, ProtocolError
+from tmrl.errors import AuthError, ConfigError
 from tmrl.net.protocol import PREFIX_SIZE, frame_prefix, pack, parse_prefix, split_frame
 
 
@@ -66,8 +66,8 @@ def client_ssl_context(cert: Path | None) -> tuple[ssl.SSLContext, bytes]:
 
 
 def check_pin(writer: asyncio.StreamWriter, fingerprint: bytes) -> None:
-    """Raise ProtocolError unless the peer's certificate is exactly the pinned one."""
+    """Raise AuthError unless the peer's certificate is exactly the pinned one."""
     obj = writer.get_extra_info("ssl_object")
     der = obj.getpeercert(binary_form=True) if obj is not None else None
     if der is None or hashlib.sha256(der).digest() != fingerprint:
-        raise ProtocolError("the relay's TLS certificate is not the pinned one (tls_cert)")
+        raise AuthError("the relay's TLS certificate is not the pinned one (tls_cert)")

@@ -41,7 +41,7 @@ class RelayThread:
     def _on_listen(self, server: RelayServer) -> None:
         self.server = server
         self._loop = asyncio.get_running_loop()
-        self.config = self._base.model_copy(update={"port": server.port})
+        self.config = self._base.with_(port=server.port)
 
     def _run(self) -> None:
         try:
