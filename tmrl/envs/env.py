@@ -93,6 +93,8 @@ class RealTimeEnv(gymnasium.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
+        if self._rt.running:  # reset in mid-episode: pause first so rtgym does not count the respawn as late
+            self._rt.wait()
         obs, info = self._rt.reset(seed=seed, options=options)
         self.interface.raise_error()
         return self._to_dict(obs), info

@@ -133,7 +133,7 @@ class GameInterface(RealTimeGymInterface):
                     f"{self.config.respawn_timeout_s:g} s after a respawn; check that the game runs the track "
                     "the reward trajectory was recorded on"
                 )
-            counter, tel = telemetry.wait_newer(counter, remaining)
+            counter, tel = telemetry.wait_newer(counter, max(1.0, remaining))
             if float(np.linalg.norm(np.array((tel.x, tel.y, tel.z)) - start)) <= RESPAWN_RADIUS:
                 self._counter = counter
                 return tel
