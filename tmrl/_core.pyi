@@ -4,8 +4,9 @@ Every function borrows numpy arrays read-only without copying, releases the GIL 
 ``TypeError`` for a wrong dtype and ``ValueError`` for a wrong shape, a non-contiguous array or a bad argument.
 """
 
+import os
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -100,6 +101,7 @@ class FrameHistory:
     def view(self) -> NDArray[np.uint8]:
         """The current history view."""
 
+@final
 class ReplayRing:
     """Fixed-capacity columnar replay memory for off-policy RL.
 
@@ -107,23 +109,29 @@ class ReplayRing:
     action taken, then the reward, ``terminated`` and ``truncated`` that followed it, and ``first`` (t is the first
     step of an episode). Rows of different streams may interleave; each row links to its predecessor and successor
     in its stream, so K-step histories are rebuilt at sampling time from single stored frames / scans and never
-    cross an episode boundary (the episode's first frame is repeated instead). A row is a valid transition start
-    when its successor is stored and is not the first step of a new episode.
+    cross an episode boundary (the episode's first frame is repeated instead; so is the oldest stored frame when
+    older ones were overwritten). A row is a valid transition start when its successor is stored and is not the
+    first step of a new episode: an episode's last row (its final observation) is never a start, so store the
+    final observation as one more row after the terminal step.
 
     ``components`` lists each observation component as (name, shape, dtype, history): dtype ``"uint8"`` or
     ``"float32"``; history K >= 1. Sampled observation arrays have shape (B, K, *shape) when K > 1, else (B, *shape).
+    Storage is one preallocated buffer per component and field (zero pages until written), history components
+    stored once per step.
 
-    One thread may append while another samples; both release the GIL.
+    One thread may append while others sample; all release the GIL. An append holds the write lock only while it
+    copies its batch; samples hold the read lock while they gather, so no sample ever sees a half-written row.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         capacity: int,
         components: Sequence[tuple[str, Sequence[int], str, int]],
         action_dim: int,
         *,
         seed: int | None = None,
-    ) -> None: ...
+    ) -> ReplayRing:
+        """An empty ring. ``seed`` makes sampling reproducible (None: seeded from the OS)."""
     @property
     def capacity(self) -> int: ...
     @property
@@ -145,18 +153,23 @@ class ReplayRing:
         truncated: NDArray[np.bool_],
         first: NDArray[np.bool_],
     ) -> None:
-        """Append n consecutive steps of ``stream``: obs[name] (n, *shape), action (n, action_dim), reward,
-        terminated, truncated, first (n,). O(n) copies, O(1) per row."""
+        """Append n consecutive steps of ``stream`` (an integer in [0, 2**64)): obs[name] (n, *shape) with exactly
+        the ring's component names, action (n, action_dim) float32, reward float32, terminated, truncated, first
+        bool (n,); all C-contiguous. O(n) copies, O(1) per row. A row with ``first`` False is linked to the
+        stream's previous row if that row is still stored. Nothing is written when an argument is rejected."""
     def sample(
         self, batch_size: int, out: Mapping[str, NDArray[np.generic]] | None = None
     ) -> dict[str, NDArray[np.generic]]:
-        """Uniformly sample ``batch_size`` valid transitions. Returns (or fills ``out``, preallocated by
-        ``alloc_batch``) the keys ``obs.<name>``, ``next_obs.<name>``, ``action``, ``reward``, ``terminated``,
-        ``truncated``. Raises ValueError when no valid transition is stored."""
+        """Uniformly sample ``batch_size`` valid transitions (with replacement). Returns (or fills ``out``,
+        preallocated by ``alloc_batch``, and returns it) the keys ``obs.<name>``, ``next_obs.<name>``, ``action``,
+        ``reward``, ``terminated``, ``truncated``. Raises ValueError when no valid transition is stored."""
     def alloc_batch(self, batch_size: int) -> dict[str, NDArray[np.generic]]:
-        """Preallocated output arrays for ``sample(batch_size, out=...)``."""
-    def save(self, directory: str) -> None:
-        """Write raw arrays + a versioned JSON header to ``directory`` atomically (temp name, then rename)."""
+        """Preallocated (zeroed) output arrays for ``sample(batch_size, out=...)``."""
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write raw little-endian arrays + a versioned JSON header (with checksums) to ``directory`` atomically:
+        written under ``<directory>.tmp-<pid>``, then renamed into place; an existing save there is replaced
+        (a directory holding anything else is refused). Appends wait while it runs."""
     @staticmethod
-    def load(directory: str, *, seed: int | None = None) -> ReplayRing:
-        """Load a ring written by ``save``; ValueError on a missing, corrupt or incompatible directory."""
+    def load(directory: str | os.PathLike[str], *, seed: int | None = None) -> ReplayRing:
+        """Load a ring written by ``save`` (same contents, counters, streams and RNG state unless ``seed`` is
+        given); ValueError naming the path on a missing, corrupt or incompatible directory."""
