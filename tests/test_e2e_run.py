@@ -30,6 +30,7 @@ SMALL = [
     "--set", "relay.flush_seconds=0.5",
     "--set", "run.status_interval_s=0.5",
     "--set", "run.stop_timeout_s=60",
+    "--set", "env.rtgym.ep_max_length=150",
 ]  # fmt: skip
 
 
@@ -91,38 +92,64 @@ def tmrl(data_dir: Path, *args: str, timeout: float = 60.0, **kw) -> subprocess.
     )
 
 
-def run_for(data_dir: Path, port: int, seconds: float) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """`tmrl run --duration seconds` in its own session; returns its result and the processes it left."""
+def read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_until(
+    data_dir: Path, port: int, ready, sig: int, timeout: float = 180.0
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`tmrl run` in its own session until ``ready(run_dir)`` holds, then ``sig`` (Ctrl-C or SIGTERM) stops it.
+
+    Returns its result and the processes of its session still alive afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMRL_")}
     cmd = [sys.executable, "-m", "tmrl.cli.main", "run", "--data-dir", str(data_dir), "--name", "e2e"]
-    cmd += ["--port", str(port), "--workers", "1", "--no-live", "--duration", str(seconds), *SMALL]
+    cmd += ["--port", str(port), "--workers", "1", "--no-live", *SMALL]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
+    run_dir = data_dir / "runs" / "e2e"
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline and not ready(run_dir):
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.send_signal(sig)
     try:
-        out, err = proc.communicate(timeout=seconds + 150)
+        out, err = proc.communicate(timeout=150)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        pytest.fail(f"tmrl run did not stop by itself:\n{out}\n{err}")
-    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    return result, wait_no_session(proc.pid)
+        pytest.fail(f"tmrl run did not stop after {signal.Signals(sig).name}:\n{out}\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), wait_no_session(proc.pid)
 
 
-def read(path: Path) -> dict:
-    return json.loads(path.read_text())
+def logs_of(run_dir: Path) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((run_dir / "logs").glob("*.log"))
+    )
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(500)
 def test_run_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
     write_track_reward(tmp_path)
     run_dir = tmp_path / "runs" / "e2e"
 
-    first, left = run_for(tmp_path, free_port(), 40)
-    logs = "\n".join(
-        f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((run_dir / "logs").glob("*.log"))
-    )
-    assert first.returncode == 0, f"{first.stdout}\n{first.stderr}\n{logs}"
+    def trained(run_dir: Path) -> bool:
+        trainer, worker = (
+            read(run_dir / "status" / "trainer.json"),
+            read(run_dir / "status" / "worker-0.json"),
+        )
+        return (
+            trainer.get("updates", 0) > 0
+            and worker.get("episodes", 0) >= 1
+            and (worker.get("weight_version") or 0) >= 3
+        )
+
+    first, left = run_until(tmp_path, free_port(), trained, signal.SIGINT)
+    assert first.returncode == 0, f"{first.stdout}\n{first.stderr}\n{logs_of(run_dir)}"
     assert not left, f"processes left behind: {left}"
     assert "Traceback" not in first.stderr
     trainer = read(run_dir / "status" / "trainer.json")
@@ -130,21 +157,25 @@ def test_run_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert trainer["env_steps"] > 100, trainer  # samples reached the trainer
     assert trainer["updates"] > 0, trainer
     assert worker["samples"] > 100 and worker["episodes"] >= 1, worker
-    assert worker["weight_version"] is not None and worker["weight_version"] >= 2, (
-        worker
-    )  # new weights arrived
-    assert (run_dir / "checkpoints" / "LATEST").is_file()
+    assert worker["weight_version"] >= 3, worker  # new weights reached the worker while it ran
+    assert (run_dir / "checkpoints" / "LATEST").is_file()  # written on Ctrl-C
     assert (run_dir / "weights" / "actor.safetensors").is_file()
     assert (run_dir / "config.toml").is_file()
     assert "stopped;" in first.stdout
 
-    second, left = run_for(tmp_path, free_port(), 15)
-    assert second.returncode == 0, f"{second.stdout}\n{second.stderr}"
+    def progressed(run_dir: Path) -> bool:
+        again = read(run_dir / "status" / "trainer.json")
+        return (
+            again.get("updates", 0) > trainer["updates"] + 20
+            and "resumed" in (run_dir / "logs" / "trainer.log").read_text()
+        )
+
+    second, left = run_until(tmp_path, free_port(), progressed, signal.SIGTERM)
+    assert second.returncode == 0, f"{second.stdout}\n{second.stderr}\n{logs_of(run_dir)}"
     assert not left, f"processes left behind: {left}"
-    trainer_log = (run_dir / "logs" / "trainer.log").read_text()
-    assert f"resumed at {trainer['updates']} updates" in trainer_log
+    assert f"resumed at {trainer['updates']} updates" in (run_dir / "logs" / "trainer.log").read_text()
     again = read(run_dir / "status" / "trainer.json")
-    assert again["updates"] >= trainer["updates"] and again["env_steps"] > trainer["env_steps"]
+    assert again["updates"] > trainer["updates"] and again["env_steps"] > trainer["env_steps"]
     assert again["weight_version"] > trainer["weight_version"]
 
 

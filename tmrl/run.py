@@ -16,6 +16,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from tmrl.errors import RoleError, TmrlError
 WORKER_STOP_TIMEOUT_S = 15.0
 RELAY_STOP_TIMEOUT_S = 15.0
 RELAY_READY_TIMEOUT_S = 30.0
+RELAY_POLL_S = 2.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class Child:
                 fh.seek(max(0, self.log_path.stat().st_size - 8192))
                 lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
                 if lines:
-                    return lines[-1]
+                    return re.sub(r"^tmrl[\w-]*: error: ", "", lines[-1])
         return "(no output)"
 
 
@@ -211,8 +213,20 @@ class StatusCollector:
         self._t0 = time.monotonic()
         self._last_samples: tuple[float, float] | None = None
         self._last_rate: float | None = None
+        self._relay_t = -RELAY_POLL_S
+        self._rate_t = self._relay_t
+        self._relay_cache: dict[str, Any] = {}
 
     def _relay_status(self) -> dict[str, Any]:
+        # The relay is asked at most every RELAY_POLL_S (each ask is a short observer connection).
+        now = time.monotonic()
+        if now - self._relay_t < RELAY_POLL_S:
+            return self._relay_cache
+        self._relay_t = now
+        self._relay_cache = self._ask_relay()
+        return self._relay_cache
+
+    def _ask_relay(self) -> dict[str, Any]:
         try:
             if self._observer is None:
                 from tmrl.net.client import ObserverClient
@@ -262,14 +276,13 @@ class StatusCollector:
             if st.weight_version is None:
                 st.weight_version = relay.get("weights_version")
             samples_in = relay.get("samples_in")
-            now = time.monotonic()
-            if isinstance(samples_in, int):
-                if self._last_samples is not None and now > self._last_samples[0]:
-                    st.samples_per_s = (samples_in - self._last_samples[1]) / (now - self._last_samples[0])
-                    self._last_rate = st.samples_per_s
-                else:
-                    st.samples_per_s = self._last_rate
-                self._last_samples = (now, samples_in)
+            if isinstance(samples_in, int) and self._relay_t != self._rate_t:
+                if self._last_samples is not None and self._relay_t > self._last_samples[0]:
+                    dt = self._relay_t - self._last_samples[0]
+                    self._last_rate = (samples_in - self._last_samples[1]) / dt
+                self._last_samples = (self._relay_t, samples_in)
+                self._rate_t = self._relay_t
+            st.samples_per_s = self._last_rate
         return st
 
     def close(self) -> None:
@@ -357,6 +370,7 @@ class Supervisor:
         # The snapshot holds every value: drop TMRL_* overrides so the children see exactly the snapshot.
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TMRL_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYGAME_HIDE_SUPPORT_PROMPT"] = "1"
         return env
 
     def _start(self, role: str, *extra: str) -> Child:
@@ -369,7 +383,7 @@ class Supervisor:
             sys.executable,
             "-m",
             "tmrl.cli.main",
-            role.split("-")[0],
+            {"relay": "server"}.get(role, role.split("-")[0]),
             "--data-dir",
             str(self.config.data_dir),
             "--config",
