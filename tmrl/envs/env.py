@@ -7,6 +7,7 @@ into the action space, re-raises errors from rtgym's time-step thread, and owns 
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
@@ -18,6 +19,7 @@ from rtgym.envs.real_time_env import RealTimeEnvTS as _RtgymTS
 from tmrl.envs.config import EnvConfig
 from tmrl.envs.interface import GameInterface, interface_class
 from tmrl.envs.observations import action_space, dict_space
+from tmrl.envs.priority import adjust_priority
 from tmrl.envs.reward import make_reward
 from tmrl.errors import ConfigError
 from tmrl.spaces import ObservationSpec
@@ -78,6 +80,21 @@ class RealTimeEnv(gymnasium.Env):
         self.action_space = action_space()
         self._names = [c.name for c in self.spec_.components if c.name != "prev_actions"]
         self._rt = make_rtgym_env(config, self.interface)
+        self._boost = 0
+        try:
+            self.boost_priority(config.priority_boost)
+        except BaseException:
+            self.close()
+            raise
+
+    def boost_priority(self, amount: int) -> None:
+        """Lower the nice value of this process's threads and the game's by ``amount`` (negative: undo)."""
+        pids = [os.getpid()]
+        game_pid = getattr(self.game, "pid", None)
+        if isinstance(game_pid, int):
+            pids.append(game_pid)
+        adjust_priority(pids, amount)
+        self._boost += amount
 
     @property
     def observation_spec(self) -> ObservationSpec:

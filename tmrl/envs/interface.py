@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     from tmrl.games.base import Game
     from tmrl.games.telemetry import TelemetryFrame
 
-RESPAWN_RADIUS = 5.0  # a respawn is seen when the car is this close to the trajectory's first point
-
 
 class GameInterface(RealTimeGymInterface):
     """Shared real-time loop body: apply [gas, brake, steer], capture, build the observation, compute reward."""
+
+    respawn_radius = 5.0  # a respawn is seen when the car is this close to the trajectory's first point
 
     def __init__(self, config: EnvConfig, game: Game, reward: TrajectoryReward | CarRacingReward) -> None:
         self.config = config
@@ -91,8 +91,6 @@ class GameInterface(RealTimeGymInterface):
             reward, terminated = self.reward.step(pos, tel.finished >= 0.5, elapsed)
             tracker = self.reward.tracker
             obs = self.builder.build(frame, tel, tracker.index / max(1, tracker.last_index))
-            if terminated and tel.finished >= 0.5:
-                self.on_finish()
             return obs, float(reward), bool(terminated), {}
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
@@ -134,25 +132,22 @@ class GameInterface(RealTimeGymInterface):
                     "the reward trajectory was recorded on"
                 )
             counter, tel = telemetry.wait_newer(counter, max(1.0, remaining))
-            if float(np.linalg.norm(np.array((tel.x, tel.y, tel.z)) - start)) <= RESPAWN_RADIUS:
+            if float(np.linalg.norm(np.array((tel.x, tel.y, tel.z)) - start)) <= self.respawn_radius:
                 self._counter = counter
                 return tel
 
-    def on_finish(self) -> None:
-        """Called (time-step thread) when the car crossed the finish line."""
-
 
 class CarRacingInterface(GameInterface):
-    """The built-in game: respawn is instant and the game needs nothing after the finish."""
+    """The built-in game: respawn is instant and puts the car exactly on the trajectory's first point."""
+
+    respawn_radius = 2.0
 
 
 class TM2020Interface(GameInterface):
-    """TrackMania 2020: after the finish the results pop-up must be closed before the next respawn."""
+    """TrackMania 2020: the game's controller closes the finish pop-up before respawning; the start countdown
+    is waited out by ``EnvConfig.reset_settle_s`` (1.5 s by default)."""
 
-    def on_finish(self) -> None:
-        close = getattr(self.game.controller, "close_finish_popup", None)
-        if close is not None:
-            close()
+    respawn_radius = 5.0
 
 
 def interface_class(game: str) -> type[GameInterface]:
