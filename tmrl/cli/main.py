@@ -135,6 +135,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from tmrl.worker import worker_main
 
     config = load(args)
+    _role_logging()
     _watch_parent(args)
     return worker_main(config, worker_id=args.id, test_only=False)
 
@@ -143,6 +144,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from tmrl.run import trainer_main as run_trainer
 
     config = load(args)
+    _role_logging()
     _watch_parent(args)
     return run_trainer(config, fresh=args.fresh)
 
@@ -229,7 +231,8 @@ def cmd_cert(args: argparse.Namespace) -> int:
     cert, key = directory / "cert.pem", directory / "key.pem"
     if (cert.exists() or key.exists()) and not args.force:
         raise TmrlError(f"{cert} or {key} already exists; pass --force to replace them")
-    create_self_signed(cert, key, hostname=args.hostname, days=args.days)
+    hosts = list(dict.fromkeys([*args.hosts, "localhost", "127.0.0.1"]))
+    create_self_signed(cert, key, hosts=hosts, days=args.days)
     print(f"certificate: {cert}\nprivate key: {key}")
     print(
         "use them with: --set relay.tls=true "
@@ -247,6 +250,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_toml(config, title="Effective tmrl configuration"))
     return 0
+
+
+def _role_logging() -> None:
+    """Log lines of the long-running roles (relay, trainer, worker): INFO and above, timestamped, to stderr."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 def _watch_parent(args: argparse.Namespace) -> None:
@@ -379,7 +389,13 @@ def build_parser(prog: str = "tmrl") -> argparse.ArgumentParser:
 
     p = add("cert", cmd_cert, "create a self-signed TLS certificate and key for the relay")
     p.add_argument("--dir", type=Path, default=None, help="output folder (default: <data-dir>/tls)")
-    p.add_argument("--hostname", default="localhost", help="host name (and IP) the certificate is valid for")
+    p.add_argument(
+        "--host",
+        dest="hosts",
+        action="append",
+        default=[],
+        help="extra host name or IP the certificate is valid for (repeatable; localhost and 127.0.0.1 always)",
+    )
     p.add_argument("--days", type=int, default=3650, help="validity in days")
     p.add_argument("--force", action="store_true", help="replace existing files")
 
