@@ -55,8 +55,9 @@ def test_lidar_env_drives_and_respawns(game, reward_file: Path) -> None:
         rewards = []
         for i in range(40):
             action = np.array([1.0, 0.0, 0.0], np.float32)
-            obs, r, terminated, truncated, _ = env.step(action)
+            obs, r, terminated, truncated, info = env.step(action)
             assert env.observation_space.contains(obs), i
+            assert 0.0 <= info["progress"] < 0.5 and info["finished"] is False
             assert math.isfinite(r)
             assert not truncated
             rewards.append(r)
@@ -77,8 +78,9 @@ def test_lidar_env_drives_and_respawns(game, reward_file: Path) -> None:
         env.close()
 
 
-def test_truncation_at_step_limit(game, reward_file: Path) -> None:
-    cfg = env_config(reward_file, rtgym=RtgymConfig(ep_max_length=5))
+@pytest.mark.parametrize("implementation", ["real-time-gym-ts-v1", "real-time-gym-v1"])
+def test_truncation_at_step_limit(game, reward_file: Path, implementation: str) -> None:
+    cfg = env_config(reward_file, rtgym=RtgymConfig(ep_max_length=5, implementation=implementation))
     env = RealTimeEnv(cfg, game, track_seed=SEED, owns_game=False)
     try:
         env.reset()

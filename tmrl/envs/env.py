@@ -62,7 +62,8 @@ class RealTimeEnv(gymnasium.Env):
     """A real-time game as a Gymnasium env: Dict observations, Box(-1, 1, (3,)) actions [gas, brake, steer].
 
     ``step`` blocks until the current time step ends (rtgym's elastic clock): call it again within one time step.
-    ``truncated`` is True at ``ep_max_length`` steps; ``terminated`` on the failure countdown or the finish."""
+    ``truncated`` is True at ``ep_max_length`` steps; ``terminated`` on the failure countdown or the finish.
+    ``info`` holds ``progress`` (fraction of the reward trajectory reached) and ``finished`` (the finish line)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 

@@ -88,10 +88,12 @@ class GameInterface(RealTimeGymInterface):
             counter, tel = self.game.telemetry.latest()
             elapsed, self._counter = counter - self._counter, counter
             pos = np.array((tel.x, tel.y, tel.z))
-            reward, terminated = self.reward.step(pos, tel.finished >= 0.5, elapsed)
+            finished = tel.finished >= 0.5
+            reward, terminated = self.reward.step(pos, finished, elapsed)
             tracker = self.reward.tracker
-            obs = self.builder.build(frame, tel, tracker.index / max(1, tracker.last_index))
-            return obs, float(reward), bool(terminated), {}
+            progress = tracker.index / max(1, tracker.last_index)
+            obs = self.builder.build(frame, tel, progress)
+            return obs, float(reward), bool(terminated), {"progress": progress, "finished": finished}
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
             return list(self._placeholder), 0.0, True, {}
