@@ -2,14 +2,16 @@
 
 (a) full pipeline: ``tmrl.envs.make_env`` on the built-in game (capture -> LIDAR -> reward) with a torch MLP
     256x256 policy forward in the loop, controls sent to the game;
+(a') the same with ``EnvConfig.priority_boost`` = 10 (nice -10 for this process's threads and the game; Linux,
+    needs root or CAP_SYS_NICE), to show what scheduling priority buys on busy cores;
 (b) rtgym's own env (``real-time-gym-ts-v1``, the same class our env uses) around a trivial interface.
 
-Both at 20, 50 and 200 Hz, quiet and with both cores loaded by busy subprocesses this benchmark starts and stops
+All at 20, 50 and 200 Hz, quiet and with both cores loaded by busy subprocesses this benchmark starts and stops
 (bounded by a deadline). The interval measured is between consecutive control sends (what the game feels).
 Reported: mean / std / p50 / p99 / max of the interval, p99 of |interval - nominal|, time-step timeouts (rtgym's
 "time-step timed out" warnings), and CPU share (CPU seconds per wall second of this process, and of the game).
 
-Run: ``.venv/bin/python -m bench.jitter`` (about three minutes). Writes bench/results/jitter.json and jitter.png.
+Run: ``.venv/bin/python -m bench.jitter`` (about four minutes). Writes bench/results/jitter.json and jitter.png.
 """
 
 from __future__ import annotations

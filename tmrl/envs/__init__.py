@@ -1,5 +1,24 @@
 """Real-time environments over the games: rtgym interfaces, observations, reward, ``make_env``.
 
+Bring your own agent (a standard ``gymnasium.Env``, Dict observations, actions [gas, brake, steer] in [-1, 1])::
+
+    from tmrl.envs import EnvConfig, make_env, record_reward
+    from tmrl.envs.config import RewardConfig
+    from tmrl.games.config import CarRacingConfig
+
+    game = CarRacingConfig(seed=0)
+    record_reward(game, "reward.json")  # once: the scripted pilot drives a lap (about a minute)
+    env = make_env(EnvConfig(reward=RewardConfig(path="reward.json")), game)
+    obs, info = env.reset()
+    try:
+        while True:
+            obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            if terminated or truncated:
+                obs, info = env.reset()
+    finally:
+        env.close()
+
+``step`` paces itself on the game's real-time clock (20 Hz by default): call it again within one time step.
 Names are imported lazily (``tmrl.envs.make_env`` loads rtgym and the game code only when first used).
 """
 
