@@ -32,7 +32,6 @@ from tmrl.errors import RewardError
 
 FORMAT = "tmrl-reward-trajectory"
 VERSION = 1
-_CHUNK = 2048
 
 
 def record_command(game: str) -> str:
@@ -140,40 +139,44 @@ class ProgressTracker:
         self.index = 0
 
     def _forward(self, pos: np.ndarray) -> tuple[int, float]:
-        """Closest point from ``self.index`` on, stopping after ``check_forward`` non-improving points."""
+        """Closest point from ``self.index`` on, stopping after ``check_forward`` non-improving points.
+
+        Vectorised by chunks of squared distances; returns (index, distance)."""
         n = len(self.points)
-        best, best_d = self.index, math.inf
+        best, best_d2 = self.index, math.inf
         start = self.index
+        chunk = self.check_forward + 256
         while start < n:
-            stop = min(n, start + _CHUNK)
-            d = np.linalg.norm(self.points[start:stop] - pos, axis=1)
+            stop = min(n, start + chunk)
+            diff = self.points[start:stop] - pos
+            d2 = np.einsum("ij,ij->i", diff, diff)
             # A point improves when it is at most as far as every point before it (ties go to the later point).
-            prefix = np.minimum.accumulate(d)
-            prev = np.concatenate(([best_d], prefix[:-1]))
-            imp = np.flatnonzero(d <= prev) + start
-            last = best  # the last improvement so far (the search start counts as one)
+            prev = np.empty_like(d2)
+            prev[0] = best_d2
+            np.minimum.accumulate(d2[:-1], out=prev[1:])
+            np.minimum(prev[1:], best_d2, out=prev[1:])
+            imp = np.flatnonzero(d2 <= prev)
             if imp.size:
-                gaps = np.diff(np.concatenate(([last], imp)))
+                gaps = np.diff(imp, prepend=best - start)
                 bad = np.flatnonzero(gaps > self.check_forward)
                 if bad.size:
                     k = int(bad[0])
                     if k > 0:
-                        best = int(imp[k - 1])
-                        best_d = float(d[best - start])
-                    return best, best_d
-                best = int(imp[-1])
-                best_d = float(d[best - start])
+                        best, best_d2 = int(imp[k - 1]) + start, float(d2[imp[k - 1]])
+                    return best, math.sqrt(best_d2)
+                best, best_d2 = int(imp[-1]) + start, float(d2[imp[-1]])
             if stop - best > self.check_forward:
-                return best, best_d
+                break
             start = stop
-        return best, best_d
+        return best, math.sqrt(best_d2)
 
     def _backward(self, pos: np.ndarray) -> tuple[int, float]:
         """Closest point from ``self.index`` backwards, stopping after ``check_backward`` non-improving points."""
         best, best_d = self.index, math.inf
         i, misses = self.index, 0
         while i >= 0 and misses < self.check_backward:
-            d = float(np.linalg.norm(self.points[i] - pos))
+            p = self.points[i]
+            d = math.dist((p[0], p[1], p[2]), (pos[0], pos[1], pos[2]))
             if d <= best_d:
                 best, best_d, misses = i, d, 0
             else:
