@@ -318,7 +318,7 @@ def render_status(st: RunStatus, config: TmrlConfig) -> Any:
         ("replay buffer", fill),
         ("weight version (trainer / workers)", f"{fmt(st.weight_version)} / {fmt(st.worker_weight_version)}"),
         ("workers connected", f"{fmt(st.workers_connected)} / {st.workers_expected}"),
-        ("trainer connected", fmt(st.trainer_present)),
+        ("trainer connected", "-" if st.trainer_present is None else ("yes" if st.trainer_present else "no")),
         ("time-step timeouts", str(st.timeouts)),
         ("samples dropped by the relay", fmt(st.dropped)),
     ]
@@ -497,6 +497,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until Ctrl-C, SIGTERM, ``duration`` or a child failure; 0 on an orderly stop."""
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # the game process started to record a lap
         self._prepare_run_dir()
         self._resolve_port()
         self._ensure_reward()

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from tmrl.config import TmrlConfig
-from tmrl.errors import CheckpointError, TmrlError
+from tmrl.errors import CheckpointError
 
 STATUS_EVERY_S = 1.0
 RECENT_EPISODES = 10
@@ -221,11 +221,11 @@ class RolloutWorker:
         obs, _ = env.reset()
         if not test:
             recorder.reset(obs)
-        ret, length, terminated, truncated = 0.0, 0, False, False
+        ret, length, terminated, truncated, info = 0.0, 0, False, False, {}
         while not stop.is_set():
             self._swap_weights(policy)
             action = policy.act(obs, deterministic=test)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
             ret += reward
             length += 1
             self.stats.steps += 1
@@ -250,6 +250,8 @@ class RolloutWorker:
             "test": test,
             "timeouts": self._timeouts.count - timeouts_before,
             "policy_version": policy.version,
+            "progress": float(info.get("progress", 0.0)),
+            "finished": bool(info.get("finished", False)),
         }
         self._pending_episodes.append(episode)
         if test:
@@ -355,14 +357,17 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
                 if stop.is_set():
                     break
                 obs, _ = env.reset()
-                ret, steps, terminated, truncated = 0.0, 0, False, False
+                ret, steps, terminated, truncated, info = 0.0, 0, False, False, {}
                 while not (terminated or truncated or stop.is_set()):
-                    obs, reward, terminated, truncated, _ = env.step(actor.act(obs, deterministic=True))
+                    obs, reward, terminated, truncated, info = env.step(actor.act(obs, deterministic=True))
                     ret += reward
                     steps += 1
-                finished = _finished(env)
+                finished = bool(info.get("finished", False))
                 lap = f"lap {steps * dt:.2f} s" if finished else ("time limit" if truncated else "no finish")
-                print(f"episode {i + 1}: return {ret:.1f}, {steps} steps, {lap}", flush=True)
+                progress = 100.0 * float(info.get("progress", 0.0))
+                print(
+                    f"episode {i + 1}: return {ret:.1f}, {steps} steps, {progress:.0f} % of the track, {lap}"
+                )
                 results.append(ret)
             if results:
                 print(
@@ -373,10 +378,3 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
     finally:
         env.close()
     return 0
-
-
-def _finished(env: Any) -> bool:
-    with contextlib.suppress(TmrlError, AttributeError, OSError):
-        _, frame = env.game.telemetry.latest()
-        return bool(frame.finished >= 0.5)
-    return False

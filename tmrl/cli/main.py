@@ -184,17 +184,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import subprocess
 
+    from tmrl.cli.benchreport import results_markdown, update_readme
+
     root = Path(__file__).resolve().parents[2]
     if not (root / "bench" / "common.py").exists():
         raise TmrlError("the benchmarks live in the source checkout (bench/); run `tmrl bench` from a clone")
-    names = ["core", "relay", "train", "jitter"] if args.which == "all" else [args.which]
-    for name in names:
-        if not (root / "bench" / f"{name}.py").exists():
-            raise TmrlError(f"benchmark bench/{name}.py is not in this checkout")
-    for name in names:
-        code = subprocess.call([sys.executable, "-m", f"bench.{name}"], cwd=root)
-        if code != 0:
-            raise TmrlError(f"benchmark bench/{name}.py failed with exit code {code} (its output is above)")
+    if not (args.report or args.update_readme):
+        names = ["core", "relay", "train", "jitter"] if args.which == "all" else [args.which]
+        for name in names:
+            if not (root / "bench" / f"{name}.py").exists():
+                raise TmrlError(f"benchmark bench/{name}.py is not in this checkout")
+        for name in names:
+            code = subprocess.call([sys.executable, "-m", f"bench.{name}"], cwd=root)
+            if code != 0:
+                raise TmrlError(
+                    f"benchmark bench/{name}.py failed with exit code {code} (its output is above)"
+                )
+        return 0
+    tables = results_markdown(root / "bench" / "results")
+    if args.update_readme:
+        update_readme(root / "README.md", tables)
+        print(f"benchmark tables written into {root / 'README.md'}")
+    else:
+        sys.stdout.write(tables)
     return 0
 
 
@@ -381,6 +393,12 @@ def build_parser(prog: str = "tmrl") -> argparse.ArgumentParser:
         default="all",
         choices=["all", "core", "relay", "train", "jitter"],
         help="which benchmark",
+    )
+    p.add_argument(
+        "--report", action="store_true", help="print bench/results/*.json as markdown tables, run nothing"
+    )
+    p.add_argument(
+        "--update-readme", action="store_true", help="write those tables into README.md's benchmark section"
     )
 
     p = add("plot", cmd_plot, "render a run's learning curves to PNG")
