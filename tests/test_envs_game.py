@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +141,7 @@ def test_errors_in_the_time_step_thread_reach_the_caller(reward_file: Path) -> N
     try:
         env.reset()
         env.step(np.zeros(3))
-        env.game.close()  # the game disappears under a running env
+        os.kill(env.game.pid, signal.SIGKILL)  # the game process dies under a running env
         with pytest.raises(TmrlError):
             for _ in range(5):
                 env.step(np.zeros(3))
