@@ -102,9 +102,11 @@ fn typed<'py, T: Element>(
         let want: Vec<String> = std::iter::once(lead_s)
             .chain(tail.iter().map(|d| d.to_string()))
             .collect();
+        let got: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
         return Err(value_err(format!(
-            "{what} must have shape ({}), not {shape:?}",
-            want.join(", ")
+            "{what} must have shape {}, not {}",
+            py_shape(&want),
+            py_shape(&got)
         )));
     }
     if !untyped.is_c_contiguous() {
@@ -114,6 +116,14 @@ fn typed<'py, T: Element>(
     }
     let n = shape[0];
     Ok((arr.clone(), n))
+}
+
+/// A shape written the way Python prints tuples: (3,) or (2, 3).
+fn py_shape(dims: &[String]) -> String {
+    match dims {
+        [one] => format!("({one},)"),
+        _ => format!("({})", dims.join(", ")),
+    }
 }
 
 fn ro<'py, T: Element>(
