@@ -12,39 +12,46 @@ import numpy as np
 from numpy.typing import NDArray
 
 __version__: str
+__all__ = ["__version__", "Lidar", "resize_frame", "FrameHistory", "ReplayRing"]
 
-ChannelOrder = Literal["bgr", "bgra", "rgb", "rgba"]
+_ChannelOrder = Literal["bgr", "bgra", "rgb", "rgba"]
 
+@final
 class Lidar:
-    """Raycasting LIDAR over captured frames (H x W x 3 or 4, uint8, C-contiguous).
+    """Raycasting LIDAR over captured frames (H x W x C uint8, C-contiguous; C = 3 for ``"bgr"``/``"rgb"``,
+    4 for ``"bgra"``/``"rgba"``). Immutable; ``scan`` may run from several threads at once.
 
     Beams are precomputed pixel paths: beam ``b`` at angle ``a`` (degrees, 90 = right, 180 = up, 270 = left on
     screen) visits ``(int(r0 + d*cos a), int(c0 + d*sin a))`` for ``d = start, start+1, ...`` until the pixel
-    leaves the image interior (row <= 0, column <= 0, row >= h-1 or column >= w-1), exactly like TMRL 0.7.1.
-    The distance of a beam is the index along its path of the first border pixel, or ``len(path) - 1`` if none.
+    leaves the image interior (row <= 0, column <= 0, row >= h-1 or column >= w-1), exactly like TMRL 0.7.1
+    (same f64 arithmetic as Python's ``math.radians``/``math.cos``/``int``). The distance of a beam is the index
+    along its path of the first border pixel, or ``len(path) - 1`` if none.
 
-    Border tests: ``"dark"`` (TMRL): every colour channel < ``threshold``; ``"not_road"`` (built-in game): the pixel
-    is not road, road meaning gray: ``max(r,g,b) - min(r,g,b) <= road_tolerance`` and
-    ``road_min <= each channel <= road_max``.
+    Border tests on the colour channels (alpha ignored): ``"dark"`` (TMRL): every colour channel < ``threshold``;
+    ``"not_road"`` (built-in game): the pixel is not road, road meaning gray:
+    ``max(r,g,b) - min(r,g,b) <= road_tolerance`` and ``road_min <= each channel <= road_max``. Neither test
+    depends on the order of R, G and B; ``channel_order`` fixes the channel count (3 or 4).
+
+    ValueError when the origin lies outside the frame or a beam has no pixel inside it (lower ``start``).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         height: int,
         width: int,
         *,
         angles_deg: Sequence[float] | None = None,
         origin: tuple[int, int] | None = None,
         start: int = 20,
-        channel_order: ChannelOrder = "bgr",
+        channel_order: _ChannelOrder = "bgr",
         border: Literal["dark", "not_road"] = "dark",
         threshold: int = 55,
         road_min: int = 90,
         road_max: int = 120,
         road_tolerance: int = 12,
-    ) -> None:
-        """Precompute the beams. Defaults: 19 beams from 90 to 270 degrees in 10 degree steps, origin
-        ``(44 * height // 49, width // 2)``, start 20 px."""
+    ) -> Lidar:
+        """Precompute the beams for ``height`` x ``width`` frames. Defaults: 19 beams from 90 to 270 degrees in
+        10 degree steps, origin (row, column) ``(44 * height // 49, width // 2)``, start 20 px."""
     @property
     def n_beams(self) -> int: ...
     @property
@@ -52,46 +59,56 @@ class Lidar:
     @property
     def width(self) -> int: ...
     @property
-    def origin(self) -> tuple[int, int]: ...
+    def origin(self) -> tuple[int, int]:
+        """(row, column) of the origin."""
     @property
     def angles_deg(self) -> list[float]: ...
     def beam_lengths(self) -> NDArray[np.int64]:
-        """Number of pixels on each beam's path."""
+        """Number of pixels on each beam's path (the largest distance of a beam is its length - 1)."""
     def beam_paths(self) -> list[NDArray[np.int64]]:
         """Each beam's path as an (n, 2) array of (row, column), for drawing and for reference checks."""
     def scan(self, frame: NDArray[np.uint8], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
-        """Distances (n_beams,) float32 for one frame; written into ``out`` when given."""
+        """Distances (n_beams,) float32 for one (height, width, C) frame; written into ``out`` (float32,
+        (n_beams,), C-contiguous) and returned when given."""
     def scan_batch(self, frames: NDArray[np.uint8]) -> NDArray[np.float32]:
-        """Distances (N, n_beams) float32 for a stack of frames (N x H x W x C)."""
+        """Distances (N, n_beams) float32 for a stack of frames (N, height, width, C)."""
 
 def resize_frame(
     frame: NDArray[np.uint8],
     height: int,
     width: int,
     *,
-    channel_order: ChannelOrder = "bgra",
+    channel_order: _ChannelOrder = "bgra",
     grayscale: bool = True,
     interpolation: Literal["area", "bilinear"] = "area",
 ) -> NDArray[np.uint8]:
-    """Resize a captured frame to (height, width) grayscale or (height, width, 3) RGB; matches OpenCV's
-    ``cvtColor`` + ``resize`` (INTER_AREA / INTER_LINEAR) within one level."""
+    """Resize a captured (H, W, C) frame to (height, width) grayscale or (height, width, 3) RGB, as a new array.
 
+    Matches OpenCV's ``cv2.resize`` (``"area"`` = INTER_AREA, ``"bilinear"`` = INTER_LINEAR, same sampling
+    geometry and weights) combined with ``cv2.cvtColor`` (gray = 0.299 R + 0.587 G + 0.114 B) within one level,
+    in either order: colour conversion and resampling are fused and rounded once."""
+
+@final
 class FrameHistory:
-    """The last ``history`` post-processed frames, written in place; ``push`` returns a zero-copy view ordered
-    oldest -> newest, shape (history, height, width) for grayscale or (history, height, width, 3) for RGB.
+    """The last ``history`` post-processed frames (see ``resize_frame``), written in place into a ring that
+    stores each frame twice, so that ``push`` returns a zero-copy view ordered oldest -> newest: shape
+    (history, height, width) for grayscale or (history, height, width, 3) for RGB.
 
-    The view stays valid until the next ``push``/``reset``; copy it if you keep it longer."""
+    Views are read-only numpy arrays whose base is this object. A view's contents change at the next
+    ``push``/``reset``: copy it (``np.array(view)``) to keep it longer. The captured frame may change size between
+    calls. Use one FrameHistory per thread."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         height: int = 64,
         width: int = 64,
         *,
         history: int = 4,
-        channel_order: ChannelOrder = "bgra",
+        channel_order: _ChannelOrder = "bgra",
         grayscale: bool = True,
         interpolation: Literal["area", "bilinear"] = "area",
-    ) -> None: ...
+    ) -> FrameHistory:
+        """An empty history (all zeros until the first ``reset``/``push``)."""
     @property
     def history(self) -> int: ...
     def push(self, frame: NDArray[np.uint8]) -> NDArray[np.uint8]:
