@@ -80,8 +80,8 @@ def test_game_keeps_its_own_clock(game: CarRacingGame) -> None:
     t0 = time.monotonic()
     c1, _ = game.telemetry.wait_newer(c0 + 24, timeout=3.0)
     elapsed = time.monotonic() - t0
-    # 25 physics frames at 50 Hz take about half a second of wall time, whatever the agent does
-    assert 0.3 < elapsed < 2.0, elapsed
+    # 25 physics frames at 50 Hz take (at least) half a second of wall time: the game never runs ahead
+    assert elapsed > 0.4, elapsed
 
 
 def test_grab_frame(game: CarRacingGame) -> None:

@@ -246,7 +246,10 @@ class TelemetryServer:
 
     _MAX_PENDING = 64 * FRAME_SIZE
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, send_buffer: int = 16384) -> None:
+        """``send_buffer``: kernel send buffer of the client socket (small: a stalled client finds fresh frames,
+        not megabytes of stale ones, when it resumes)."""
+        self._send_buffer = send_buffer
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
             self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
@@ -269,6 +272,7 @@ class TelemetryServer:
             return
         conn.setblocking(False)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
         self._drop_client()
         self._client = conn
         self.frames_queued = 0
@@ -280,6 +284,12 @@ class TelemetryServer:
         if len(self._pending) + FRAME_SIZE <= self._MAX_PENDING:
             self._pending += _STRUCT.pack(*frame)
             self.frames_queued += 1
+        self.flush()
+
+    def flush(self) -> None:
+        """Write as much of the queued bytes as the socket takes, without blocking."""
+        if self._client is None or not self._pending:
+            return
         try:
             sent = self._client.send(self._pending)
         except (BlockingIOError, InterruptedError):
@@ -288,6 +298,11 @@ class TelemetryServer:
             self._drop_client()
             return
         del self._pending[:sent]
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued but not yet taken by the socket."""
+        return len(self._pending)
 
     @property
     def has_client(self) -> bool:
