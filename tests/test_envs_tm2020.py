@@ -20,6 +20,7 @@ from tmrl.games.telemetry import TelemetryFrame, TelemetryServer
 
 TRACK_M = 30.0
 SPEED_MS = 30.0  # with gas; the fake plugin ticks at 100 Hz
+COUNTDOWN_TICKS = 20  # after a respawn
 
 
 class FakeTrackMania:
@@ -32,7 +33,9 @@ class FakeTrackMania:
         self.x = 0.0
         self.gas = 0.0
         self.finished = False
+        self.countdown = 0
         self.respawns = 0
+        self.respawned = threading.Event()
         self.confirms = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -42,10 +45,13 @@ class FakeTrackMania:
         while not self._stop.wait(0.01):
             self.server.poll()
             with self.lock:
-                if not self.finished:
+                if self.countdown > 0:  # TrackMania's start countdown: the car cannot move yet
+                    self.countdown -= 1
+                elif not self.finished:
                     self.x += SPEED_MS * 0.01 * max(0.0, self.gas)
                     self.finished = self.x >= TRACK_M
-                speed = SPEED_MS * 3.6 * max(0.0, self.gas) if not self.finished else 0.0
+                moving = not self.finished and self.countdown == 0
+                speed = SPEED_MS * 3.6 * max(0.0, self.gas) if moving else 0.0
                 frame = TelemetryFrame(
                     speed, self.x, self.x, 0.0, 0.0, 0.0, self.gas, 0.0, float(self.finished), 2.0, 4000.0
                 )
@@ -69,8 +75,9 @@ class FakePad:
 
     def respawn(self, hold_s: float) -> None:
         with self.tm.lock:
-            self.tm.x, self.tm.finished, self.tm.gas = 0.0, False, 0.0
+            self.tm.x, self.tm.finished, self.tm.gas, self.tm.countdown = 0.0, False, 0.0, COUNTDOWN_TICKS
             self.tm.respawns += 1
+        self.tm.respawned.set()
 
     def confirm(self) -> None:
         self.tm.confirms += 1
@@ -148,13 +155,18 @@ def test_tm2020_env_drives_to_the_finish(tm: FakeTrackMania, tmp_path: Path) -> 
 def test_record_a_human_lap(tm: FakeTrackMania, tmp_path: Path) -> None:
     game = open_tm(tm)
     said: list[str] = []
-    driver = threading.Timer(0.3, lambda: FakePad(tm).set(1.0, 0.0, 0.0))  # the human presses gas
+
+    def human() -> None:  # presses gas as soon as the car is back on the start line
+        if tm.respawned.wait(timeout=10.0):
+            FakePad(tm).set(1.0, 0.0, 0.0)
+
+    driver = threading.Thread(target=human, daemon=True)
     driver.start()
     try:
         traj = record_trajectory(game, timeout_s=10.0, say=said.append)
     finally:
-        driver.cancel()
         game.close()
+        driver.join(timeout=10.0)
     assert tm.respawns == 1 and "Drive the track" in said[0]
     assert traj.game == "tm2020" and traj.track_seed is None
     assert traj.points[0, 0] == pytest.approx(0.0, abs=0.5)
