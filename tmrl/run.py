@@ -371,6 +371,8 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TMRL_")}
         env["PYTHONUNBUFFERED"] = "1"
         env["PYGAME_HIDE_SUPPORT_PROMPT"] = "1"
+        # Idle OpenMP threads sleep instead of spinning: the roles share the cores with the real-time games.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         return env
 
     def _start(self, role: str, *extra: str) -> Child:

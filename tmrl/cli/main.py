@@ -153,6 +153,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from tmrl.worker import test_main
 
     config = load(args)
+    _passive_omp()
     return test_main(config, weights=args.weights, episodes=args.episodes)
 
 
@@ -171,6 +172,7 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     from tmrl.cli.check_env import check_env
 
     config = load(args)
+    _passive_omp()
     return check_env(config, driver=args.driver, steps=args.steps, output=args.output, every=args.every)
 
 
@@ -264,10 +266,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passive_omp() -> None:
+    """Idle OpenMP threads sleep instead of spinning (set before torch loads): on a machine shared with a
+    real-time game, spinning threads steal the cores (measured here under load: 0.4 vs 9.6 SAC updates/s)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _role_logging() -> None:
     """Log lines of the long-running roles (relay, trainer, worker): INFO and above, timestamped, to stderr."""
     import logging
 
+    _passive_omp()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
