@@ -142,6 +142,8 @@ def test_close_is_idempotent_and_leaves_nothing() -> None:
         shared_memory.SharedMemory(name=name, create=False)
     with pytest.raises(GameError):
         g.screen.grab()
+    with pytest.raises(GameError, match="closed"):
+        g.controller.act(1.0, 0.0, 0.0)
 
 
 def test_port_in_use_is_a_clear_error() -> None:

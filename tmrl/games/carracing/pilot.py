@@ -119,7 +119,8 @@ def drive_lap(
 ) -> list[TelemetryFrame]:
     """Drive ``game`` (a built-in ``Game``) with ``pilot`` in real time until the lap is finished.
 
-    Returns every telemetry frame seen (one per physics frame), the last one with ``finished == 1``.
+    Returns every telemetry frame the loop saw (the latest at each iteration; one per physics frame when the
+    loop keeps up), the last one with ``finished == 1``.
     Raises GameError if the lap is not finished within ``timeout_s`` seconds of wall time.
     """
     telemetry = game.telemetry  # type: ignore[attr-defined]

@@ -58,6 +58,7 @@ class SharedState:
     def __init__(self, shm: shared_memory.SharedMemory, width: int, height: int, *, owner: bool) -> None:
         self.shm = shm
         self.owner = owner
+        self.closed = False
         self.width = width
         self.height = height
         buf = shm.buf
@@ -99,6 +100,8 @@ class SharedState:
     # ---------------------------------------------------------------------------------------------- controls
     def write_controls(self, gas: float, brake: float, steer: float) -> None:
         """Writer side of the control seqlock (single writer: the Game object in the agent's process)."""
+        if self.closed:
+            raise GameError("the built-in game is closed; open it again")
         h = self.header
         h[H_CTRL_SEQ] += 1
         self.controls[0] = gas
@@ -131,6 +134,8 @@ class SharedState:
 
     def read_frame(self, timeout: float = 1.0) -> np.ndarray:
         """Copy the latest complete frame; never returns a torn one."""
+        if self.closed:
+            raise GameError("the built-in game is closed; open it again")
         h = self.header
         out = np.empty_like(self.frame)
         deadline = time.monotonic() + timeout
@@ -145,12 +150,15 @@ class SharedState:
             time.sleep(0.0002)
 
     def close(self) -> None:
-        """Drop the views and close (and unlink, on the owner's side) the block."""
+        """Drop the views and close (and unlink, on the owner's side) the block (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
         del self.header, self.controls, self.frame
         try:
             self.shm.close()
         except BufferError:
-            return
+            pass  # a view is still referenced somewhere; the mapping goes with it, the name goes below
         if self.owner:
             try:
                 self.shm.unlink()
