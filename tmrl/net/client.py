@@ -281,7 +281,7 @@ class _WorkerCore(_Core):
         self.submitted = 0  # caller thread
         self.done = 0  # loop thread: acknowledged + dropped
         self.done_cond = threading.Condition()
-        self.lock = threading.Lock()
+        self.weights_cond = threading.Condition()
         self.latest: tuple[int, dict[str, np.ndarray], dict[str, Any]] | None = None
         self.latest_gen = 0
         self.stats = dict(
@@ -365,9 +365,10 @@ class _WorkerCore(_Core):
                 self.stats["bad_weights"] += 1
                 log.warning("worker %s: ignoring malformed weights v%d: %s", self.client_id, version, exc)
                 return
-            with self.lock:
+            with self.weights_cond:
                 self.latest = (version, arrays, meta)
                 self.latest_gen += 1
+                self.weights_cond.notify_all()
             self.stats["weights_received"] += 1
         else:
             super()._on_frame(header, body)
@@ -421,11 +422,21 @@ class WorkerClient:
     def latest_weights(self) -> tuple[int, dict[str, np.ndarray], dict[str, Any]] | None:
         """The newest weights (version, arrays, meta) if they changed since the last call, else None."""
         self._core.raise_fatal()
-        with self._core.lock:
+        with self._core.weights_cond:
             if self._core.latest is None or self._core.latest_gen == self._returned_gen:
                 return None
             self._returned_gen = self._core.latest_gen
             return self._core.latest
+
+    def wait_weights(self, timeout: float) -> bool:
+        """Block until weights newer than the last ``latest_weights()`` are available (True) or ``timeout``."""
+        core = self._core
+        with core.weights_cond:
+            core.weights_cond.wait_for(
+                lambda: core.latest_gen != self._returned_gen or core.fatal is not None, timeout
+            )
+        core.raise_fatal()
+        return core.latest_gen != self._returned_gen
 
     def flush(self, timeout: float) -> bool:
         """Wait until every batch sent so far is acknowledged (or dropped); True if so within ``timeout``."""

@@ -57,10 +57,11 @@ def check_depth(obj: Any, max_depth: int = MAX_DEPTH) -> None:
         stack.extend((c, depth + 1) for c in children)
 
 
-def unpack(data: bytes | memoryview, *, limits: Mapping[str, int], max_depth: int = MAX_DEPTH) -> Any:
+def unpack(data: bytes | memoryview, *, limits: Mapping[str, int], max_depth: int | None = MAX_DEPTH) -> Any:
     """Decode msgpack with strict size limits, string map keys and no extension types.
 
-    Any malformed, truncated, oversize or too deep input raises ``ProtocolError`` (and nothing else).
+    Any malformed, truncated, oversize or too deep input raises ``ProtocolError`` (and nothing else). msgpack's
+    own parser stops at 1024 levels; ``max_depth`` (None = skip the walk) bounds what callers get.
     """
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, ext_hook=_no_ext, **limits)
@@ -70,7 +71,8 @@ def unpack(data: bytes | memoryview, *, limits: Mapping[str, int], max_depth: in
         raise ProtocolError("message nests too deep") from exc
     except Exception as exc:  # msgpack raises ValueError, TypeError, ExtraData, FormatError, StackError...
         raise ProtocolError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
-    check_depth(obj, max_depth)
+    if max_depth is not None:
+        check_depth(obj, max_depth)
     return obj
 
 

@@ -88,6 +88,8 @@ def _relay_main(args: argparse.Namespace) -> None:
         spool_path=Path(args.spool) if args.spool else None,
         secret=args.secret,
         status_interval=args.status_interval,
+        queue_bytes=args.queue_mb * 2**20,
+        max_frame_bytes=min(64, args.queue_mb) * 2**20,
     )
 
     def on_listen(server: RelayServer) -> None:
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--spool", default="")
     r.add_argument("--secret", default="tmrl-local-secret")
     r.add_argument("--status-interval", type=float, default=10.0)
+    r.add_argument("--queue-mb", type=int, default=512)
     w = sub.add_parser("worker")
     w.add_argument("--port", type=int, required=True)
     w.add_argument("--id", default="w")
