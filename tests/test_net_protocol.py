@@ -228,3 +228,40 @@ def test_config_defaults_and_validation() -> None:
 def test_server_never_imports_numpy_or_torch() -> None:
     code = "import sys, tmrl.net.server; sys.exit(('numpy' in sys.modules) + 2 * ('torch' in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.integers(0, 150_000), min_size=1, max_size=5),
+    st.lists(st.integers(1, 200_000), min_size=1, max_size=50),
+)
+def test_frame_parser_reassembles_any_chunking(body_sizes: list[int], chunks: list[int]) -> None:
+    """Frames of any size, cut into reads of any size, come out whole and in order."""
+    frames = [
+        P.encode_frame({"t": "batch", "seq": i, "n": 1}, bytes([i % 251]) * n)
+        for i, n in enumerate(body_sizes)
+    ]
+    stream = b"".join(frames)
+    parser = P.FrameParser(1 << 20, scratch_bytes=128 * 1024)
+    out = []
+    pos, k = 0, 0
+    while pos < len(stream):
+        buf = parser.get_buffer()
+        assert len(buf) > 0
+        n = min(len(buf), chunks[k % len(chunks)], len(stream) - pos)
+        buf[:n] = stream[pos : pos + n]
+        pos += n
+        k += 1
+        out += parser.feed(n)
+    assert [h["seq"] for h, _ in out] == list(range(len(body_sizes)))
+    for (_, body), n in zip(out, body_sizes, strict=True):
+        assert len(body) == n and (n == 0 or body[0] == body[-1])
+
+
+def test_frame_parser_refuses_oversize_before_buffering() -> None:
+    parser = P.FrameParser(1000)
+    buf = parser.get_buffer()
+    prefix = P.PREFIX.pack(10_000_000, 10)
+    buf[: len(prefix)] = prefix
+    with pytest.raises(ProtocolError, match="exceeds"):
+        parser.feed(len(prefix))

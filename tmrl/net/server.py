@@ -1,7 +1,10 @@
 """``RelayServer``: routes sample batches from workers to the trainer and weights from the trainer to workers.
 
 asyncio (uvloop when installed); never imports numpy or torch: it routes on the small frame header and forwards
-bodies as opaque bytes. See docs/protocol.md for the protocol and the delivery guarantees.
+bodies as opaque bytes. Each connection is a ``BufferedProtocol`` (the kernel copies straight into the frame
+parser's buffer; large bodies are received into their own buffer and forwarded without another copy); all the
+routing is synchronous code run per chunk received, so acknowledgements and forwards are coalesced per chunk.
+See docs/protocol.md for the protocol and the delivery guarantees.
 """
 
 from __future__ import annotations
@@ -17,18 +20,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tmrl.errors import AuthError, ProtocolError
+from tmrl.errors import ProtocolError
 from tmrl.net import protocol as P
 from tmrl.net.config import DEFAULT_SECRET, RelayConfig
-from tmrl.net.stream import frame_parts, parts_size, read_frame, server_ssl_context
+from tmrl.net.stream import frame_parts, parts_size, server_ssl_context
 
 log = logging.getLogger("tmrl.relay")
 
 MAX_SEEN_STREAMS = 100_000
+HANDSHAKE_FRAME_BYTES = 1 << 16
+TRAINER_HIGH_WATER = 4 << 20
 
 
 class ForbiddenMessageError(ProtocolError):
@@ -39,24 +44,9 @@ class ForbiddenMessageError(ProtocolError):
 class _Entry:
     """One batch held for the trainer: the forwarded frame's buffers, its sample count and size."""
 
-    parts: list[bytes | memoryview]
+    parts: list[bytes | memoryview | bytearray]
     n: int
     size: int
-
-
-@dataclass
-class _Conn:
-    role: str
-    client_id: str
-    incarnation: int
-    peer: str
-    writer: asyncio.StreamWriter
-    pending_weights: list[bytes | memoryview] | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    acked: int = 0  # trainer: batches acknowledged on this connection
-
-    def label(self) -> str:
-        return f"{self.role} {self.client_id!r} ({self.peer})"
 
 
 @dataclass
@@ -77,26 +67,163 @@ class _Counters:
     weights_out: int = 0
 
 
+class _Connection(asyncio.BufferedProtocol):
+    """One client connection: handshake state machine, then routing by role."""
+
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
+        self.parser = P.FrameParser(HANDSHAKE_FRAME_BYTES)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.state = "hello"
+        self.role = ""
+        self.client_id = ""
+        self.incarnation = 0
+        self._cnonce = b""
+        self._snonce = b""
+        self.last_rx = 0.0
+        self.paused = False
+        self.pending_weights: list[bytes | memoryview | bytearray] | None = None
+        self.ack_seq = -1  # worker: highest sequence to acknowledge after this chunk
+        self.acked = 0  # trainer: batches acknowledged on this connection
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def label(self) -> str:
+        return f"{self.role or 'client'} {self.client_id!r} ({self.peer})" if self.client_id else self.peer
+
+    # -- asyncio callbacks --------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        loop = asyncio.get_running_loop()
+        self.last_rx = loop.time()
+        if self.server.closing:
+            transport.abort()
+            return
+        self.server.conns.add(self)
+        self._timer = loop.call_later(self.server.config.handshake_timeout, self._handshake_expired)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.parser.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.state == "closed":
+            return
+        self.last_rx = self.server.loop.time()
+        try:
+            for header, body in self.parser.feed(nbytes):
+                self._on_frame(header, body)
+                if self.state == "closed":
+                    return
+        except ProtocolError as exc:
+            self.server.protocol_error(self, exc)
+            return
+        except Exception:  # a bug must not take the relay down; log it and drop the connection
+            log.exception("relay: unexpected error on %s", self.label())
+            self.close()
+            return
+        if self.ack_seq >= 0:
+            self.write(frame_parts({"t": "ack", "seq": self.ack_seq}))
+            self.ack_seq = -1
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = "closed"
+        if self._timer is not None:
+            self._timer.cancel()
+        self.server.detach(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.pending_weights is not None:
+            parts, self.pending_weights = self.pending_weights, None
+            self.push_weights(parts)
+        if self.role == "trainer":
+            self.server.pump()
+
+    # -- helpers ------------------------------------------------------------------------------------------
+
+    def write(self, parts: list[Any]) -> bool:
+        """Buffer ``parts`` unless that exceeds the per-connection cap (then: slow consumer, disconnected)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return False
+        if (
+            self.role != "trainer"
+            and t.get_write_buffer_size() + parts_size(parts) > self.server.config.send_buffer_bytes
+        ):
+            self.server.counters.slow_consumers += 1
+            log.warning("relay: %s is not reading (send buffer full); disconnecting it", self.label())
+            self.close()
+            return False
+        t.writelines(parts)
+        return True
+
+    def push_weights(self, parts: list[Any]) -> None:
+        """Send weights now, or keep only the newest until this worker drains its buffer."""
+        if self.paused:
+            self.pending_weights = parts
+        elif self.write(parts):
+            self.server.counters.weights_out += 1
+
+    def close(self) -> None:
+        self.state = "closed"
+        if self.transport is not None:
+            self.transport.close()
+
+    def _handshake_expired(self) -> None:
+        if self.state in ("hello", "auth"):
+            log.warning("relay: %s did not finish the handshake in time", self.label())
+            self.close()
+
+    # -- protocol -----------------------------------------------------------------------------------------
+
+    def _on_frame(self, header: dict[str, Any], body: memoryview) -> None:
+        if self.state == "open":
+            self.server.route(self, header, body)
+        elif self.state == "hello":
+            self.role, self.client_id, self._cnonce, self.incarnation = P.parse_hello(header)
+            self._snonce = secrets.token_bytes(P.NONCE_BYTES)
+            proof = P.server_proof(self.server.secret, self._cnonce, self._snonce, self.role, self.client_id)
+            self.write(frame_parts({"t": "challenge", "v": P.VERSION, "sn": self._snonce, "mac": proof}))
+            self.state = "auth"
+        elif self.state == "auth":
+            if header["t"] != "auth":
+                raise ProtocolError("expected an auth message")
+            self.server.authenticate(self, header.get("mac"))
+
+
 class RelayServer:
     """The relay. ``await start()`` binds and returns the port; ``await close()`` shuts down in order."""
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self._secret = config.secret_bytes()
+        self.secret = config.secret_bytes()
+        self.loop = asyncio.get_running_loop()
         self._server: asyncio.base_events.Server | None = None
         self._queue: deque[_Entry] = deque()
         self._inflight: deque[_Entry] = deque()
         self._held_bytes = 0
         self._inflight_bytes = 0
-        self._trainer: _Conn | None = None
-        self._workers: dict[int, _Conn] = {}
+        self._trainer: _Connection | None = None
+        self._workers: set[_Connection] = set()
+        self.conns: set[_Connection] = set()
         self._seen: dict[tuple[str, int], int] = {}
-        self._weights: tuple[int, list[bytes | memoryview]] | None = None
-        self._c = _Counters()
+        self._weights: tuple[int, list[Any]] | None = None
+        self.counters = _Counters()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._conns: set[asyncio.StreamWriter] = set()
-        self._queue_event = asyncio.Event()
-        self._closing = False
+        self._pump_scheduled = False
+        self.closing = False
         self._started = time.monotonic()
         self._snap: tuple[float, _Counters] = (self._started, _Counters())
         self._rates: dict[str, float] = {}
@@ -109,27 +236,24 @@ class RelayServer:
         cfg = self.config
         if cfg.spool_path is not None:
             self._load_spool(cfg.spool_path)
-        if cfg.secret.get_secret_value() == DEFAULT_SECRET and cfg.host not in (
-            "127.0.0.1",
-            "localhost",
-            "::1",
-        ):
+        if self.secret == DEFAULT_SECRET.encode() and cfg.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("relay listens on %s with the default secret: set RelayConfig.secret", cfg.host)
         ssl_ctx = server_ssl_context(cfg.tls_cert, cfg.tls_key) if cfg.tls else None
-        self._server = await asyncio.start_server(
-            self._handle, cfg.host, cfg.port, ssl=ssl_ctx, limit=1 << 20, reuse_address=True
+        self._server = await self.loop.create_server(
+            lambda: _Connection(self), cfg.host, cfg.port, ssl=ssl_ctx, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._status_loop())
+        self._spawn(self._idle_loop())
         log.info("relay listening on %s:%d (tls=%s)", cfg.host, self.port, cfg.tls)
         return self.port
 
     async def close(self) -> None:
-        """Stop accepting, give the trainer ``shutdown_timeout`` to take queued batches (or spool them), close
-        every connection, cancel the rest."""
-        if self._closing:
+        """Stop accepting; give the trainer ``shutdown_timeout`` to take what is queued (unless spooling);
+        save or count what is left; close every connection; cancel the rest."""
+        if self.closing:
             return
-        self._closing = True
+        self.closing = True
         if self._server is not None:
             self._server.close()
         deadline = time.monotonic() + self.config.shutdown_timeout
@@ -148,32 +272,31 @@ class RelayServer:
             log.warning(
                 "relay shut down with %d undelivered batches (counted as dropped; set spool_path)", lost
             )
-        for w in list(self._conns):
-            w.close()
+        conns = list(self.conns)
+        for c in conns:
+            c.close()
+        if conns:
+            await asyncio.wait([c.closed for c in conns], timeout=max(self.config.shutdown_timeout, 0.5))
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=max(self.config.shutdown_timeout, 0.1))
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            await asyncio.wait(self._tasks, timeout=1.0)
         log.info("relay stopped: %s", self._status_line())
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
 
     # -- status -------------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """What ``tmrl status`` prints: connections, totals, rates, queue, drops, weight version."""
-        c = self._c
+        c = self.counters
         return {
             "uptime_s": round(time.monotonic() - self._started, 3),
             "trainer": self._trainer.client_id if self._trainer else None,
-            "workers": sorted(w.client_id for w in self._workers.values()),
+            "workers": sorted(w.client_id for w in self._workers),
             "weights_version": self._weights[0] if self._weights else None,
             "queue_batches": len(self._queue),
             "inflight_batches": len(self._inflight),
@@ -187,7 +310,7 @@ class RelayServer:
         now = time.monotonic()
         t0, old = self._snap
         dt = max(now - t0, 1e-9)
-        c = self._c
+        c = self.counters
         self._rates = {
             "batches_in_per_s": (c.batches_in - old.batches_in) / dt,
             "samples_in_per_s": (c.samples_in - old.samples_in) / dt,
@@ -213,234 +336,150 @@ class RelayServer:
             self._update_rates()
             log.info("relay: %s", self._status_line())
 
+    async def _idle_loop(self) -> None:
+        """Disconnect peers silent for longer than ``idle_timeout`` (clients ping every third of it)."""
+        while True:
+            await asyncio.sleep(self.config.idle_timeout / 3)
+            limit = self.loop.time() - self.config.idle_timeout
+            for c in list(self.conns):
+                if c.last_rx < limit:
+                    log.warning(
+                        "relay: %s silent for %.0f s; disconnecting it", c.label(), self.config.idle_timeout
+                    )
+                    c.close()
+
     # -- connections --------------------------------------------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing:
-            writer.close()
-            return
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self._conns.add(writer)
-        peer = writer.get_extra_info("peername")
-        peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        conn: _Conn | None = None
-        try:
-            conn = await self._handshake(reader, writer, peer_s)
-            if conn is None:
-                return
-            log.info("relay: %s connected", conn.label())
-            if conn.role == "worker":
-                await self._run_worker(conn, reader)
-            elif conn.role == "trainer":
-                await self._run_trainer(conn, reader)
-            else:
-                await self._run_observer(conn, reader)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass
-        except ProtocolError as exc:
-            self._c.protocol_errors += 1
-            who = conn.label() if conn else peer_s
-            log.warning("relay: dropping %s: %s", who, exc)
-            code = "role" if isinstance(exc, ForbiddenMessageError) else "protocol"
-            self._send_now(writer, {"t": "error", "code": code, "msg": str(exc)})
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug must not take the relay down; log it and drop the connection
-            log.exception("relay: unexpected error on %s", peer_s)
-        finally:
-            if conn is not None:
-                self._detach(conn)
-            self._conns.discard(writer)
-            writer.close()
-
-    def _send_now(self, writer: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+    def protocol_error(self, conn: _Connection, exc: ProtocolError) -> None:
+        self.counters.protocol_errors += 1
+        log.warning("relay: dropping %s: %s", conn.label(), exc)
+        code = "role" if isinstance(exc, ForbiddenMessageError) else "protocol"
         with contextlib.suppress(Exception):
-            if not writer.is_closing():
-                writer.writelines(frame_parts(header))
+            conn.write(frame_parts({"t": "error", "code": code, "msg": str(exc)[:500]}))
+        conn.close()
 
-    async def _handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-    ) -> _Conn | None:
-        cfg = self.config
-        async with asyncio.timeout(cfg.handshake_timeout):
-            header, _ = await read_frame(reader, min(cfg.max_frame_bytes, 1 << 16))
-            role, client_id, cnonce, inc = P.parse_hello(header)
-            snonce = secrets.token_bytes(P.NONCE_BYTES)
-            proof = P.server_proof(self._secret, cnonce, snonce, role, client_id)
-            writer.writelines(frame_parts({"t": "challenge", "v": P.VERSION, "sn": snonce, "mac": proof}))
-            await writer.drain()
-            header, _ = await read_frame(reader, 1 << 16)
-            if header.get("t") != "auth":
-                raise ProtocolError("expected an auth message")
-            expected = P.client_proof(self._secret, cnonce, snonce, role, client_id)
-            if not P.verify(expected, header.get("mac")):
-                self._c.auth_failures += 1
-                log.warning("relay: %s %r from %s gave a wrong secret", role, client_id, peer)
-                return await self._refuse(
-                    writer, "auth", "wrong secret: the relay and its clients must share it"
-                )
-            if role == "trainer" and self._trainer is not None:
-                return await self._refuse(
-                    writer,
-                    "busy",
-                    f"the relay already has a trainer ({self._trainer.label()}); only one trainer at a time",
-                )
-            conn = _Conn(role, client_id, inc, peer, writer)
-            writer.writelines(
-                frame_parts({"t": "welcome", "v": P.VERSION, "wv": self._weights[0] if self._weights else -1})
+    def authenticate(self, conn: _Connection, mac: Any) -> None:
+        expected = P.client_proof(self.secret, conn._cnonce, conn._snonce, conn.role, conn.client_id)
+        if not P.verify(expected, mac):
+            self.counters.auth_failures += 1
+            log.warning("relay: %s gave a wrong secret", conn.label())
+            return self._refuse(conn, "auth", "wrong secret: the relay and its clients must share it")
+        if conn.role == "trainer" and self._trainer is not None:
+            return self._refuse(
+                conn, "busy", f"the relay already has a trainer ({self._trainer.label()}); only one at a time"
             )
-            await writer.drain()
-        return conn
-
-    async def _refuse(self, writer: asyncio.StreamWriter, code: str, msg: str) -> None:
-        writer.writelines(frame_parts({"t": "refuse", "code": code, "msg": msg}))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.drain(), 1.0)
-        return None
-
-    def _detach(self, conn: _Conn) -> None:
+        conn.state = "open"
+        if conn._timer is not None:
+            conn._timer.cancel()
+        conn.parser.max_frame_bytes = self.config.max_frame_bytes
+        conn.write(
+            frame_parts({"t": "welcome", "v": P.VERSION, "wv": self._weights[0] if self._weights else -1})
+        )
+        log.info("relay: %s connected", conn.label())
         if conn.role == "worker":
-            self._workers.pop(id(conn), None)
+            self._workers.add(conn)
+            if self._weights is not None:  # a late joiner gets the latest weights at once
+                conn.push_weights(self._weights[1])
+        elif conn.role == "trainer":
+            self._trainer = conn
+            assert conn.transport is not None
+            conn.transport.set_write_buffer_limits(high=TRAINER_HIGH_WATER)
+            self.pump()
+
+    def _refuse(self, conn: _Connection, code: str, msg: str) -> None:
+        conn.write(frame_parts({"t": "refuse", "code": code, "msg": msg}))
+        conn.close()
+
+    def detach(self, conn: _Connection) -> None:
+        self.conns.discard(conn)
+        if conn.role == "worker":
+            self._workers.discard(conn)
         elif conn.role == "trainer" and self._trainer is conn:
             self._trainer = None
             self._requeue_inflight()
-        log.info("relay: %s disconnected", conn.label())
+        if conn.client_id and conn.state != "hello":
+            log.info("relay: %s disconnected", conn.label())
 
-    def _write(self, conn: _Conn, parts: list[bytes | memoryview]) -> bool:
-        """Buffer ``parts`` on ``conn`` unless that would exceed the per-connection cap (slow consumer: cut)."""
-        transport = conn.writer.transport
-        if transport.is_closing():
-            return False
-        if transport.get_write_buffer_size() + parts_size(parts) > self.config.send_buffer_bytes:
-            self._c.slow_consumers += 1
-            log.warning("relay: %s is not reading (send buffer full); disconnecting it", conn.label())
-            transport.close()
-            return False
-        conn.writer.writelines(parts)
-        return True
-
-    def _check_common(self, conn: _Conn, header: dict[str, Any]) -> bool:
-        """Handle messages every role may send; True if handled."""
+    def route(self, conn: _Connection, header: dict[str, Any], body: memoryview) -> None:
         t = header["t"]
-        if t == "ping":
-            self._write(conn, frame_parts({"t": "pong"}))
-            return True
-        if t == "status":
+        if conn.role == "worker" and t == "batch":
+            self._on_batch(conn, P.nonneg_int(header, "seq"), P.nonneg_int(header, "n"), body)
+        elif conn.role == "trainer" and t == "tack":
+            self._on_trainer_ack(conn, P.nonneg_int(header, "c"))
+        elif conn.role == "trainer" and t == "weights":
+            self._on_weights(P.nonneg_int(header, "v"), body)
+        elif t == "ping":
+            conn.write(frame_parts({"t": "pong"}))
+        elif t == "status":
             if time.monotonic() - self._snap[0] > 1.0:
                 self._update_rates()
-            self._write(conn, frame_parts({"t": "status"}, P.pack(self.status())))
-            return True
-        return False
+            conn.write(frame_parts({"t": "status"}, P.pack(self.status())))
+        else:
+            raise ForbiddenMessageError(f"a {conn.role} may not send {t!r} messages")
 
-    # -- workers ------------------------------------------------------------------------------------------
+    # -- batches ------------------------------------------------------------------------------------------
 
-    async def _run_worker(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
-        self._workers[id(conn)] = conn
-        sender = self._spawn(self._weights_sender(conn))
-        if self._weights is not None:
-            conn.pending_weights = self._weights[1]
-            conn.wake.set()
+    def _on_batch(self, conn: _Connection, seq: int, n: int, body: memoryview) -> None:
+        conn.ack_seq = max(conn.ack_seq, seq)
         key = (conn.client_id, conn.incarnation)
-        try:
-            while True:
-                async with asyncio.timeout(self.config.idle_timeout):
-                    header, body = await read_frame(reader, self.config.max_frame_bytes)
-                if header["t"] == "batch":
-                    seq, n = P.nonneg_int(header, "seq"), P.nonneg_int(header, "n")
-                    self._on_batch(conn, key, seq, n, body)
-                    self._write(conn, frame_parts({"t": "ack", "seq": seq}))
-                elif not self._check_common(conn, header):
-                    raise ForbiddenMessageError(f"a worker may not send {header['t']!r} messages")
-        finally:
-            sender.cancel()
-
-    def _on_batch(self, conn: _Conn, key: tuple[str, int], seq: int, n: int, body: memoryview) -> None:
         if seq <= self._seen.get(key, -1):
-            self._c.duplicates += 1  # resent after a lost ack: we hold (or delivered) it already
+            self.counters.duplicates += 1  # resent after a lost ack: we hold (or delivered) it already
             return
         self._seen[key] = seq
         if len(self._seen) > MAX_SEEN_STREAMS:
             self._seen.pop(next(iter(self._seen)))
         hdr = P.pack({"t": "batch", "w": conn.client_id, "inc": conn.incarnation, "seq": seq, "n": n})
-        parts: list[bytes | memoryview] = [P.frame_prefix(hdr, len(body)), body]
+        parts: list[Any] = [P.frame_prefix(hdr, len(body)), body]
         entry = _Entry(parts, n, parts_size(parts))
-        self._c.batches_in += 1
-        self._c.samples_in += n
-        self._c.bytes_in += entry.size
+        c = self.counters
+        c.batches_in += 1
+        c.samples_in += n
+        c.bytes_in += entry.size
         self._queue.append(entry)
         self._held_bytes += entry.size
         while self._held_bytes > self.config.queue_bytes and self._queue:
             self._drop_oldest()
-        self._queue_event.set()
+        if not self._pump_scheduled and self._trainer is not None:
+            self._pump_scheduled = True
+            self.loop.call_soon(self.pump)
 
     def _drop_oldest(self) -> None:
         e = self._queue.popleft()
         self._held_bytes -= e.size
-        self._c.dropped_batches += 1
-        self._c.dropped_samples += e.n
+        self.counters.dropped_batches += 1
+        self.counters.dropped_samples += e.n
 
-    async def _weights_sender(self, conn: _Conn) -> None:
-        """Push the newest weights to one worker; a slow worker only ever has the newest pending."""
-        with contextlib.suppress(ConnectionError):
-            while True:
-                await conn.wake.wait()
-                conn.wake.clear()
-                parts, conn.pending_weights = conn.pending_weights, None
-                if parts is not None and self._write(conn, parts):
-                    self._c.weights_out += 1
-                    await conn.writer.drain()
-
-    # -- trainer ------------------------------------------------------------------------------------------
-
-    async def _run_trainer(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
-        self._trainer = conn
-        sender = self._spawn(self._trainer_sender(conn))
-        try:
-            while True:
-                async with asyncio.timeout(self.config.idle_timeout):
-                    header, body = await read_frame(reader, self.config.max_frame_bytes)
-                t = header["t"]
-                if t == "tack":
-                    self._on_trainer_ack(conn, P.nonneg_int(header, "c"))
-                elif t == "weights":
-                    self._on_weights(P.nonneg_int(header, "v"), body)
-                elif not self._check_common(conn, header):
-                    raise ForbiddenMessageError(f"a trainer may not send {t!r} messages")
-        finally:
-            sender.cancel()
-
-    async def _trainer_sender(self, conn: _Conn) -> None:
+    def pump(self) -> None:
+        """Forward queued batches to the trainer, in one write, within its unacknowledged window."""
+        self._pump_scheduled = False
+        trainer = self._trainer
+        if trainer is None or trainer.paused or trainer.transport is None or trainer.transport.is_closing():
+            return
         window = self.config.trainer_window_bytes
-        with contextlib.suppress(ConnectionError):
-            while self._trainer is conn and not conn.writer.transport.is_closing():
-                if not self._queue or (self._inflight and self._inflight_bytes >= window):
-                    self._queue_event.clear()
-                    await self._queue_event.wait()
-                    continue
-                entry = self._queue.popleft()
-                self._inflight.append(entry)
-                self._inflight_bytes += entry.size
-                conn.writer.writelines(entry.parts)
-                if conn.writer.transport.get_write_buffer_size() > 1 << 20:
-                    await conn.writer.drain()
+        out: list[Any] = []
+        while self._queue and (not self._inflight or self._inflight_bytes < window):
+            entry = self._queue.popleft()
+            self._inflight.append(entry)
+            self._inflight_bytes += entry.size
+            out += entry.parts
+        if out:
+            trainer.transport.writelines(out)
 
-    def _on_trainer_ack(self, conn: _Conn, count: int) -> None:
+    def _on_trainer_ack(self, conn: _Connection, count: int) -> None:
         if count < conn.acked or count - conn.acked > len(self._inflight):
             raise ProtocolError(
                 f"trainer acknowledged {count} batches, {conn.acked + len(self._inflight)} sent"
             )
+        c = self.counters
         for _ in range(count - conn.acked):
             e = self._inflight.popleft()
             self._inflight_bytes -= e.size
             self._held_bytes -= e.size
-            self._c.batches_out += 1
-            self._c.samples_out += e.n
-            self._c.bytes_out += e.size
+            c.batches_out += 1
+            c.samples_out += e.n
+            c.bytes_out += e.size
         conn.acked = count
-        self._queue_event.set()
+        self.pump()
 
     def _requeue_inflight(self) -> None:
         """Batches sent to a trainer that left without acknowledging them go back to the queue's front."""
@@ -448,22 +487,14 @@ class RelayServer:
         self._inflight.clear()
         self._inflight_bytes = 0
 
+    # -- weights ------------------------------------------------------------------------------------------
+
     def _on_weights(self, version: int, body: memoryview) -> None:
-        parts: list[bytes | memoryview] = frame_parts({"t": "weights", "v": version}, body)
+        parts = frame_parts({"t": "weights", "v": version}, body)
         self._weights = (version, parts)
-        self._c.weights_in += 1
-        for w in self._workers.values():
-            w.pending_weights = parts
-            w.wake.set()
-
-    # -- observers ----------------------------------------------------------------------------------------
-
-    async def _run_observer(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
-        while True:
-            async with asyncio.timeout(self.config.idle_timeout):
-                header, _ = await read_frame(reader, 1 << 16)
-            if not self._check_common(conn, header):
-                raise ForbiddenMessageError(f"an observer may not send {header['t']!r} messages")
+        self.counters.weights_in += 1
+        for w in list(self._workers):
+            w.push_weights(parts)
 
     # -- spool --------------------------------------------------------------------------------------------
 
@@ -504,11 +535,11 @@ class RelayServer:
                 seen = P.unpack(body, limits={"max_array_len": 1 << 20, "max_str_len": 1 << 10})
                 self._seen.update({(str(w), int(inc)): int(seq) for w, inc, seq in seen})
             elif header["t"] == "batch":
-                e = _Entry([bytes(raw)], P.nonneg_int(header, "n"), len(raw))
+                e = _Entry([raw], P.nonneg_int(header, "n"), len(raw))
                 self._queue.append(e)
                 self._held_bytes += e.size
             elif header["t"] == "weights":
-                self._weights = (P.nonneg_int(header, "v"), [bytes(raw)])
+                self._weights = (P.nonneg_int(header, "v"), [raw])
         path.unlink()
         log.info("relay: reloaded %d batches from the spool %s", len(self._queue), path)
 
@@ -548,7 +579,8 @@ def serve(
 ) -> None:
     """Run the relay (blocking) until SIGINT/SIGTERM or ``stop``; ``ready`` is set once it listens.
 
-    Uses uvloop's event loop on Linux/macOS when installed (chosen here, never at import).
+    ``on_listen(server)`` runs on the relay's loop once it listens (``server.port`` is the bound port). Uses
+    uvloop's event loop on Linux/macOS when installed (chosen here, never at import).
     """
 
     def _listening(server: RelayServer) -> None:
@@ -569,4 +601,4 @@ def serve(
         runner.run(run_server(config, stop, _listening))
 
 
-__all__ = ["AuthError", "RelayServer", "run_server", "serve"]
+__all__ = ["RelayServer", "run_server", "serve"]
