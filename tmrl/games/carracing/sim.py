@@ -151,6 +151,12 @@ class Renderer:
         self.polys = np.array(polys, dtype=np.float64)  # (P, 4, 2)
         self.colors = colors
         self.bg_color = tuple(int(c) for c in env.bg_color)
+        # culling: a polygon can be visible only if its bounding circle meets the circle around the car that
+        # holds the whole view (the window is 1000x800 at zoom ZOOM*SCALE, the car at (W/2, 3H/4) of it)
+        self.centres = self.polys.mean(axis=1)
+        self.radii = np.hypot(*(self.polys - self.centres[:, None, :]).transpose(2, 0, 1)).max(axis=1)
+        half_w = WINDOW_W / 2 / self.zoom
+        self.view_radius = math.hypot(half_w, max(WINDOW_H * 3 / 4, WINDOW_H / 4) / self.zoom) + 1.0
 
     def _to_screen(self, pts: np.ndarray, px: float, py: float, cos_a: float, sin_a: float) -> np.ndarray:
         """World points (..., 2) to surface pixel coordinates (..., 2)."""
@@ -173,15 +179,12 @@ class Renderer:
         surf = self.surf
         surf.fill((0, 0, 0))
         pygame.draw.polygon(surf, self.bg_color, self._to_screen(self.bg_poly, px, py, cos_a, sin_a).tolist())
-        scr = self._to_screen(self.polys, px, py, cos_a, sin_a)
-        mins = scr.min(axis=1)
-        maxs = scr.max(axis=1)
-        visible = np.nonzero(
-            (maxs[:, 0] >= 0) & (mins[:, 0] < self.surf_w) & (maxs[:, 1] >= 0) & (mins[:, 1] < self.surf_h)
-        )[0]
+        reach = self.radii + self.view_radius
+        near = np.nonzero(np.hypot(self.centres[:, 0] - px, self.centres[:, 1] - py) < reach)[0]
+        scr = self._to_screen(self.polys[near], px, py, cos_a, sin_a).tolist()
         colors = self.colors
-        for i in visible.tolist():
-            pygame.draw.polygon(surf, colors[i], scr[i].tolist())
+        for k, i in enumerate(near.tolist()):
+            pygame.draw.polygon(surf, colors[i], scr[k])
         self._draw_car(car, px, py, cos_a, sin_a)
         self._draw_indicators(car)
         if self.ss > 1:
@@ -193,14 +196,33 @@ class Renderer:
         out[...] = arr
         return out
 
+    def _points(
+        self, pts: list[tuple[float, float]], px: float, py: float, cos_a: float, sin_a: float
+    ) -> list[tuple[float, float]]:
+        """A few world points to surface coordinates (plain Python: cheaper than numpy for a handful)."""
+        z, sx, sy = self.zoom, self.sx, self.sy
+        cx, cy = WINDOW_W / 2, WINDOW_H / 4
+        out = []
+        for x, y in pts:
+            dx, dy = x - px, y - py
+            out.append(
+                (
+                    ((dx * cos_a - dy * sin_a) * z + cx) * sx,
+                    (WINDOW_H - ((dx * sin_a + dy * cos_a) * z + cy)) * sy,
+                )
+            )
+        return out
+
     def _draw_car(self, car: car_dynamics.Car, px: float, py: float, cos_a: float, sin_a: float) -> None:
+        """The hull and wheels (with their rotating white stripe), as CarRacing draws them."""
         surf = self.surf
+        ww, wr, size = car_dynamics.WHEEL_W, car_dynamics.WHEEL_R, car_dynamics.SIZE
         for obj in car.drawlist:
+            color = [int(c * 255) for c in obj.color]
             for f in obj.fixtures:
                 trans = f.body.transform
-                path = np.array([tuple(trans * v) for v in f.shape.vertices], dtype=np.float64)
-                color = [int(c * 255) for c in obj.color]
-                pygame.draw.polygon(surf, color, self._to_screen(path, px, py, cos_a, sin_a).tolist())
+                path = [tuple(trans * v) for v in f.shape.vertices]
+                pygame.draw.polygon(surf, color, self._points(path, px, py, cos_a, sin_a))  # type: ignore[arg-type]
                 if "phase" not in obj.__dict__:
                     continue
                 a1 = obj.phase
@@ -210,19 +232,20 @@ class Renderer:
                 if s1 > 0 and s2 > 0:
                     continue
                 if s1 > 0:
-                    c1 = float(np.sign(c1))
+                    c1 = math.copysign(1.0, c1) if c1 else 0.0
                 if s2 > 0:
-                    c2 = float(np.sign(c2))
-                ww, wr, size = car_dynamics.WHEEL_W, car_dynamics.WHEEL_R, car_dynamics.SIZE
+                    c2 = math.copysign(1.0, c2) if c2 else 0.0
                 white = [
                     (-ww * size, +wr * c1 * size),
                     (+ww * size, +wr * c1 * size),
                     (+ww * size, +wr * c2 * size),
                     (-ww * size, +wr * c2 * size),
                 ]
-                wpath = np.array([tuple(trans * v) for v in white], dtype=np.float64)
+                wpath = [tuple(trans * v) for v in white]
                 pygame.draw.polygon(
-                    surf, car_dynamics.WHEEL_WHITE, self._to_screen(wpath, px, py, cos_a, sin_a).tolist()
+                    surf,
+                    car_dynamics.WHEEL_WHITE,
+                    self._points(wpath, px, py, cos_a, sin_a),  # type: ignore[arg-type]
                 )
 
     def _draw_indicators(self, car: car_dynamics.Car) -> None:

@@ -1,0 +1,70 @@
+"""The built-in game's world in-process: the cheap renderer against CarRacing's own, telemetry units."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from gymnasium.envs.box2d.car_racing import CarRacing
+
+from tmrl.games.carracing.sim import GAME_DT, RaceSim, Renderer
+
+
+@pytest.mark.parametrize("size", [(96, 96), (128, 64)])
+def test_renderer_matches_carracing_state_pixels(size: tuple[int, int]) -> None:
+    w, h = size
+    sim = RaceSim(3)
+    ours = Renderer(sim, w, h, supersample=2)
+    ref = CarRacing(render_mode="state_pixels")
+    ref.reset(seed=3)
+    for i in range(120):
+        steer = 0.0 if i < 60 else 0.4
+        sim.tick(0.6, 0.0, steer)
+        ref.step(np.array([steer, 0.6, 0.0]))
+    assert tuple(sim.env.car.hull.position) == pytest.approx(tuple(ref.car.hull.position))
+    ref.t = max(ref.t, 1.0)  # past CarRacing's zoom-in animation, which our renderer skips
+    ref.reward = 0.0  # CarRacing prints its reward counter on the dashboard; we do not
+    ref._render("state_pixels")  # draws CarRacing's 1000x800 view into ref.surf, then scales it to 96x96
+    expected = ref._create_image_array(ref.surf, (w, h))
+    got = ours.render()
+    assert got.shape == (h, w, 3) and got.dtype == np.uint8
+    diff = np.abs(got.astype(int) - expected.astype(int)).max(axis=2)
+    scene = slice(0, int(h * 0.85))  # the dashboard's reward text is the one thing we leave out
+    assert diff[scene].mean() < 6.0
+    assert (diff[scene] > 40).mean() < 0.03
+
+
+def test_renderer_reuses_out_and_is_deterministic() -> None:
+    sim = RaceSim(0)
+    r = Renderer(sim, 96, 96)
+    a = r.render()
+    out = np.zeros_like(a)
+    b = r.render(out)
+    assert b is out and np.array_equal(a, b)
+    # car at about row 72, column 48 on the road; the dashboard is dark
+    road = a[60:84, 40:56].astype(int)
+    assert ((abs(road[..., 0] - road[..., 1]) < 4) & (road[..., 0] > 95) & (road[..., 0] < 112)).sum() > 20
+    assert a[88:, :, :].mean() < 40
+
+
+def test_telemetry_units() -> None:
+    sim = RaceSim(2)
+    start = sim.telemetry()
+    assert start.distance == 0.0 and start.speed == pytest.approx(0.0, abs=1e-3)
+    travelled = 0.0
+    for _ in range(100):
+        f = sim.tick(1.0, 0.0, 0.0)
+        v = sim.env.car.hull.linearVelocity
+        travelled += math.hypot(v[0], v[1]) * GAME_DT
+    assert f.speed == pytest.approx(math.hypot(v[0], v[1]) * 3.6, rel=1e-4)
+    assert f.distance == pytest.approx(travelled, rel=1e-6)
+    assert f.y == 0.0 and (f.x, f.z) == pytest.approx(tuple(sim.env.car.hull.position))
+    assert f.gas == 1.0 and f.brake == 0.0 and f.finished == 0.0
+    assert 1.0 <= f.gear <= 6.0 and 0.0 < f.rpm <= 10000.0
+    sim.reset()
+    again = sim.telemetry()
+    assert (again.x, again.z, again.distance) == pytest.approx((start.x, start.z, 0.0))
+    # gas / brake are max(0, value); steer clipped
+    f = sim.tick(-1.0, -0.5, 3.0)
+    assert (f.gas, f.brake, f.steer) == (0.0, 0.0, 1.0)
