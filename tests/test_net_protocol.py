@@ -22,6 +22,12 @@ from tmrl.net.stream import read_frame
 MAX = 1 << 20
 
 
+def body(desc: object, data: bytes = b"") -> bytes:
+    """An array body with an arbitrary descriptor (to forge bad ones)."""
+    d = P.pack(desc)
+    return struct.pack("<I", len(d)) + d + data
+
+
 def test_frame_roundtrip_and_body_is_opaque() -> None:
     body = bytes(range(256)) * 10
     frame = P.encode_frame({"t": "batch", "seq": 7, "n": 3}, body)
@@ -53,7 +59,9 @@ def test_huge_declared_lengths_are_refused_without_allocation() -> None:
         with pytest.raises(ProtocolError):
             P.decode_header(tag + b"\xff\xff\xff\xff")
         with pytest.raises(ProtocolError):
-            decode_arrays(tag + b"\xff\xff\xff\xff", MAX)
+            decode_arrays(body(0)[:4] + tag + b"\xff\xff\xff\xff", MAX)
+        with pytest.raises(ProtocolError):
+            decode_arrays(struct.pack("<I", 5) + tag + b"\xff\xff\xff\xff", MAX)
 
 
 def test_deep_nesting_and_ext_types_are_refused() -> None:
@@ -61,12 +69,12 @@ def test_deep_nesting_and_ext_types_are_refused() -> None:
     with pytest.raises(ProtocolError):
         P.decode_header(deep)
     with pytest.raises(ProtocolError):
-        decode_arrays(deep, MAX)
+        decode_arrays(struct.pack("<I", len(deep)) + deep, MAX)
     nested: object = 0
     for _ in range(40):
         nested = [nested]
     with pytest.raises(ProtocolError, match="deeper"):
-        decode_arrays(P.pack({"meta": {"x": nested}, "arrays": {}}), MAX)
+        decode_arrays(encode_arrays({}, {"x": nested}), MAX)
     with pytest.raises(ProtocolError, match="ext"):
         P.decode_header(msgpack.packb({"t": "x", "e": msgpack.ExtType(5, b"zz")}))
     with pytest.raises(ProtocolError):  # integer map keys (strict_map_key)
@@ -96,21 +104,28 @@ def test_arrays_roundtrip_all_wire_dtypes() -> None:
 def test_array_bodies_are_validated() -> None:
     with pytest.raises(ProtocolError, match="dtype"):
         encode_arrays({"o": np.array(["a"], dtype=object)}, {})
-    good = {"dtype": "float32", "shape": [2], "data": b"\x00" * 8}
+    good = ["a", "float32", [2], 0, 8]
     cases = [
-        {"dtype": "object", "shape": [1], "data": b"\x00" * 8},
-        {**good, "shape": [3]},  # size mismatch
-        {**good, "shape": [-2]},
-        {**good, "shape": [1] * 9},
-        {**good, "shape": "2"},
-        {**good, "data": "text"},
-        [1, 2],
+        ["a", "object", [1], 0, 8],
+        ["a", "float32", [3], 0, 8],  # size mismatch
+        ["a", "float32", [-2], 0, 8],
+        ["a", "float32", [1] * 9, 0, 8],
+        ["a", "float32", "2", 0, 8],
+        ["a", "float32", [2], 4, 8],  # past the end of the data
+        ["a", "float32", [2], -1, 8],
+        [1, "float32", [2], 0, 8],
+        good[:4],
+        {"a": 1},
     ]
     for spec in cases:
         with pytest.raises(ProtocolError):
-            decode_arrays(P.pack({"meta": {}, "arrays": {"a": spec}}), MAX)
+            decode_arrays(body({"meta": {}, "arrays": [spec]}, b"\x00" * 8), MAX)
+    assert decode_arrays(body({"meta": {}, "arrays": [good]}, b"\x00" * 8), MAX)[0]["a"].shape == (2,)
+    for bad_doc in ({"arrays": []}, {"meta": {}, "arrays": {}}, [1], b"\x00"):
+        with pytest.raises(ProtocolError):
+            decode_arrays(body(bad_doc), MAX)
     with pytest.raises(ProtocolError):
-        decode_arrays(P.pack({"arrays": {}}), MAX)
+        decode_arrays(struct.pack("<I", 1000) + b"\x80", MAX)  # descriptor longer than the body
     with pytest.raises(ProtocolError):  # body larger than the bin limit
         decode_arrays(encode_arrays({"a": np.zeros(1000, np.uint8)}, {}), 100)
 

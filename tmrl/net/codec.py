@@ -1,11 +1,16 @@
-"""Message bodies that carry numpy arrays: msgpack maps of ``{dtype, shape, data}`` (never pickle).
+"""Message bodies that carry numpy arrays (never pickle).
 
-Used by the clients only (the server forwards bodies as opaque bytes and never imports numpy).
+A body is ``u32 (little-endian) D | descriptor (D bytes, msgpack) | data``. The descriptor is a map
+``{"meta": {...}, "arrays": [[name, dtype, shape, offset, nbytes], ...]}``; each array's raw little-endian bytes
+sit at ``offset`` in the data region. Decoding validates every field (dtype allow-list, shape, bounds) and
+returns zero-copy views of the received buffer. Used by the clients only (the server forwards bodies as opaque
+bytes and never imports numpy).
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,15 +41,17 @@ _WIRE = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
 _NAMES = {dt: name for name, dt in _WIRE.items()}  # dtype -> wire name, little-endian dtypes only
 
 
-def _body_limits(max_bytes: int) -> dict[str, int]:
-    return dict(
-        max_bin_len=max_bytes, max_str_len=1 << 20, max_array_len=1 << 20, max_map_len=1 << 16, max_ext_len=0
-    )
+_LEN = struct.Struct("<I")
+_DESC_LIMITS: dict[str, int] = dict(
+    max_bin_len=1 << 20, max_str_len=1 << 20, max_array_len=1 << 20, max_map_len=1 << 16, max_ext_len=0
+)
 
 
-def encode_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
-    """Encode named arrays plus a msgpack-able ``meta`` map into one body (one copy of the array bytes)."""
-    enc: dict[str, dict[str, Any]] = {}
+def encode_parts(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> list[Any]:
+    """The body as a list of buffers (the arrays' own memory, not copied): for immediate writes only."""
+    specs: list[list[Any]] = []
+    datas: list[Any] = []
+    offset = 0
     for name, arr in arrays.items():
         a = arr if type(arr) is np.ndarray else np.asarray(arr)
         wire = _NAMES.get(a.dtype)  # native little-endian dtypes (the usual case) map straight to their name
@@ -55,50 +62,68 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> 
                 )
             a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
             wire = _NAMES[a.dtype]
-        enc[name] = {
-            "dtype": wire,
-            "shape": a.shape,
-            "data": a.data.cast("B") if a.ndim and a.size else a.tobytes(),
-        }
+        nbytes = a.nbytes
+        specs.append([name, wire, a.shape, offset, nbytes])
+        if nbytes:
+            datas.append(a.data.cast("B") if a.ndim else a.tobytes())
+        offset += nbytes
     try:
-        return pack({"meta": dict(meta), "arrays": enc})
+        desc = pack({"meta": dict(meta), "arrays": specs})
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"meta is not msgpack-serialisable: {exc}") from None
+    return [_LEN.pack(len(desc)), desc, *datas]
+
+
+def encode_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
+    """Encode named arrays plus a msgpack-able ``meta`` map into one body (one copy of the array bytes)."""
+    return b"".join(encode_parts(arrays, meta))
 
 
 def decode_arrays(
-    body: bytes | memoryview, max_bytes: int, *, writable: bool = False
+    body: bytes | bytearray | memoryview, max_bytes: int, *, writable: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Decode a body made by ``encode_arrays``; anything malformed raises ``ProtocolError``.
 
-    Arrays are read-only views of the decoded buffer unless ``writable`` (then they are copied).
+    Arrays are views of ``body`` (read-only when ``body`` is); ``writable`` copies read-only ones.
     """
-    doc = unpack(body, limits=_body_limits(max_bytes), max_depth=None)
+    view = memoryview(body)
+    if len(view) > max_bytes:
+        raise ProtocolError(f"array body of {len(view)} bytes exceeds {max_bytes}")
+    if len(view) < 4:
+        raise ProtocolError("array body too short")
+    (dlen,) = _LEN.unpack_from(view)
+    if dlen > len(view) - 4:
+        raise ProtocolError("array body descriptor overruns the body")
+    doc = unpack(view[4 : 4 + dlen], limits=_DESC_LIMITS, max_depth=None)
     if (
         not isinstance(doc, dict)
         or not isinstance(doc.get("meta"), dict)
-        or not isinstance(doc.get("arrays"), dict)
+        or not isinstance(doc.get("arrays"), list)
     ):
-        raise ProtocolError("array body must be a map with 'meta' and 'arrays' maps")
-    check_depth(doc["meta"], 16)  # the array specs are checked field by field below
+        raise ProtocolError("array body descriptor must be a map with 'meta' (map) and 'arrays' (list)")
+    check_depth(doc["meta"], 16)
+    data = view[4 + dlen :]
+    size = len(data)
     out: dict[str, np.ndarray] = {}
-    for name, spec in doc["arrays"].items():
-        if not isinstance(spec, dict):
-            raise ProtocolError(f"array {name!r}: spec is not a map")
-        dtype, shape, data = spec.get("dtype"), spec.get("shape"), spec.get("data")
-        dt = _WIRE.get(dtype) if isinstance(dtype, str) else None
-        if dt is None:
-            raise ProtocolError(f"array {name!r}: dtype {dtype!r} is not allowed")
+    for spec in doc["arrays"]:
+        if type(spec) is not list or len(spec) != 5:
+            raise ProtocolError("array spec must be [name, dtype, shape, offset, nbytes]")
+        name, dtype, shape, offset, nbytes = spec
+        dt = _WIRE.get(dtype) if type(dtype) is str else None
+        if type(name) is not str or dt is None:
+            raise ProtocolError(f"array {name!r}: bad name or dtype {dtype!r} (allowed: {sorted(DTYPES)})")
         if (
-            not isinstance(shape, list)
+            type(shape) is not list
             or len(shape) > MAX_NDIM
             or not all(type(d) is int and 0 <= d < 1 << 40 for d in shape)
         ):
             raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
-        if not isinstance(data, bytes):
-            raise ProtocolError(f"array {name!r}: data is not bytes")
-        if math.prod(shape) * dt.itemsize != len(data):
-            raise ProtocolError(f"array {name!r}: {len(data)} bytes do not match shape {shape} of {dtype}")
-        a = np.frombuffer(data, dtype=dt).reshape(shape)
-        out[name] = a.astype(dt.newbyteorder("="), copy=True) if writable else a
+        if type(offset) is not int or type(nbytes) is not int or not 0 <= offset <= offset + nbytes <= size:
+            raise ProtocolError(f"array {name!r}: data [{offset!r}, +{nbytes!r}) outside the body")
+        if math.prod(shape) * dt.itemsize != nbytes:
+            raise ProtocolError(f"array {name!r}: {nbytes} bytes do not match shape {shape} of {dtype}")
+        a = np.frombuffer(data, dtype=dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
+        if dt.byteorder == ">" or (writable and not a.flags.writeable):
+            a = a.astype(dt.newbyteorder("="), copy=True)
+        out[name] = a
     return out, doc["meta"]
