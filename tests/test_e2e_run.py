@@ -170,13 +170,33 @@ def test_run_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
             and "resumed" in (run_dir / "logs" / "trainer.log").read_text()
         )
 
-    second, left = run_until(tmp_path, free_port(), progressed, signal.SIGTERM)
-    assert second.returncode == 0, f"{second.stdout}\n{second.stderr}\n{logs_of(run_dir)}"
-    assert not left, f"processes left behind: {left}"
-    assert f"resumed at {trainer['updates']} updates" in (run_dir / "logs" / "trainer.log").read_text()
+    # Second run: resumes; then the supervisor is killed with SIGKILL. Its children notice their parent is gone
+    # (parent-death signal / watch), stop in order by themselves (the trainer still checkpoints), and the games
+    # started by the worker follow: nothing is left behind.
+    second, left = run_until(tmp_path, free_port(), progressed, signal.SIGKILL)
+    assert second.returncode == -signal.SIGKILL
+    assert not left, f"processes left behind after kill -9 of tmrl run: {left}"
+    trainer_log = (run_dir / "logs" / "trainer.log").read_text()
+    assert f"resumed at {trainer['updates']} updates" in trainer_log, logs_of(run_dir)
+    assert trainer_log.count("stopped at") == 2, logs_of(run_dir)  # the checkpoint on the way out
     again = read(run_dir / "status" / "trainer.json")
     assert again["updates"] > trainer["updates"] and again["env_steps"] > trainer["env_steps"]
     assert again["weight_version"] > trainer["weight_version"]
+
+
+def test_run_reports_a_failing_role_in_one_line(tmp_path: Path) -> None:
+    write_track_reward(tmp_path)
+    ckpt = tmp_path / "runs" / "e2e" / "checkpoints"
+    (ckpt / "ckpt-7").mkdir(parents=True)
+    (ckpt / "ckpt-7" / "state.json").write_text("{corrupt")
+    (ckpt / "LATEST").write_text("ckpt-7")
+    res, left = run_until(tmp_path, free_port(), lambda _: False, signal.SIGINT, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert not left, f"processes left behind: {left}"
+    assert "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("tmrl: error: the trainer failed (exit code 2): checkpoint "), res.stderr
+    assert "ckpt-7" in last and "trainer.log" in last
 
 
 def test_run_port_in_use_is_one_line(tmp_path: Path) -> None:

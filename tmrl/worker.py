@@ -309,7 +309,7 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def worker_main(config: TmrlConfig, *, worker_id: str, test_only: bool = False) -> int:
+def worker_main(config: TmrlConfig, *, worker_id: str) -> int:
     """``tmrl-worker``: run a ``RolloutWorker`` until SIGINT / SIGTERM."""
     stop = _stop_on_signals()
     stats = RolloutWorker(config, worker_id).run(stop)

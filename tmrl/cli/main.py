@@ -137,7 +137,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = load(args)
     _role_logging()
     _watch_parent(args)
-    return worker_main(config, worker_id=args.id, test_only=False)
+    return worker_main(config, worker_id=args.id)
 
 
 def cmd_trainer(args: argparse.Namespace) -> int:
