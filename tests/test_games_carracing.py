@@ -169,9 +169,9 @@ def test_telemetry_error_names_the_game_when_it_dies() -> None:
         g.close()
 
 
-def test_game_exits_after_silence() -> None:
-    cfg = CarRacingConfig(seed=0, silence_timeout_s=1.0)
-    name = f"tmrl_test_silence_{os.getpid()}"
+def _run_bare_process(cfg: CarRacingConfig, parent_pid: int, tag: str) -> tuple[S.SharedState, str, int]:
+    """Start the game process directly (no Game object, no command connection) and wait for it to exit."""
+    name = f"tmrl_test_{tag}_{os.getpid()}"
     state = S.SharedState.create(name, cfg.render_width, cfg.render_height)
     env = dict(os.environ, SDL_VIDEODRIVER="dummy", PYGAME_HIDE_SUPPORT_PROMPT="1")
     cmd = [
@@ -181,17 +181,41 @@ def test_game_exits_after_silence() -> None:
         "--shm",
         name,
         "--parent-pid",
-        str(os.getpid()),
+        str(parent_pid),
     ]
-    proc = subprocess.Popen([*cmd, "--config", cfg.model_dump_json()], env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--config", cfg.model_dump_json()], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
-        assert proc.wait(timeout=30) == 0
-        assert int(state.header[S.H_STATE]) == S.STATE_EXITED
-        assert int(state.header[S.H_TICKS]) > 10  # it did run its clock before giving up
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return state, err.decode(), proc.returncode
+
+
+def test_game_exits_after_silence() -> None:
+    cfg = CarRacingConfig(seed=0, silence_timeout_s=1.0)
+    state, err, code = _run_bare_process(cfg, os.getpid(), "silence")
+    try:
+        assert code == 0
+        assert "no control or heartbeat for 1.0 s" in err
+        assert int(state.header[S.H_STATE]) == S.STATE_EXITED
+        assert int(state.header[S.H_TICKS]) > 10  # it did run its clock before giving up
+    finally:
+        state.close()
+
+
+def test_game_exits_when_its_parent_is_not_the_expected_one() -> None:
+    """The parent-pid watch: a game told to watch a process that is not (or no longer) its parent exits."""
+    cfg = CarRacingConfig(seed=0, silence_timeout_s=60.0)
+    state, err, code = _run_bare_process(cfg, 1, "parent")
+    try:
+        assert code == 0
+        assert "parent process 1 is gone" in err
+        assert int(state.header[S.H_STATE]) == S.STATE_EXITED
+    finally:
         state.close()
 
 

@@ -59,6 +59,7 @@ class GameProcess:
             self.state.close()
             raise
         self.cmd: socket.socket | None = None
+        self.parent = ParentWatch(parent_pid)
         self.last_render = -1e9
         self.controls = (0.0, 0.0, 0.0)
 
@@ -107,7 +108,7 @@ class GameProcess:
                     last_activity = now
                 elif now - last_activity > silence:
                     return f"no control or heartbeat for {silence:.1f} s"
-                if not _alive(self.parent_pid):
+                if not self.parent.alive():
                     return f"parent process {self.parent_pid} is gone"
 
     def _on_readable(self, sock: socket.socket) -> str | None:
@@ -153,13 +154,27 @@ class GameProcess:
         self.state.close()
 
 
-def _alive(pid: int) -> bool:
-    """Whether our parent is still the process that started us."""
-    if pid <= 0:
-        return True
-    if sys.platform == "win32":
-        return True  # the command connection's EOF covers a dead parent on Windows
-    return os.getppid() == pid
+class ParentWatch:
+    """Tells whether the process that started the game still runs (POSIX: our parent pid changes when it dies;
+    Windows: a SYNCHRONIZE handle on it becomes signalled)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._handle: int | None = None
+        if pid > 0 and sys.platform == "win32":
+            import ctypes
+
+            self._kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+            self._handle = self._kernel32.OpenProcess(0x00100000, False, pid) or None  # SYNCHRONIZE
+
+    def alive(self) -> bool:
+        if self.pid <= 0:
+            return True
+        if sys.platform == "win32":
+            if self._handle is None:
+                return True  # could not watch it: the command connection's EOF still covers a dead owner
+            return self._kernel32.WaitForSingleObject(self._handle, 0) != 0  # 0 = WAIT_OBJECT_0: it exited
+        return os.getppid() == self.pid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     config = CarRacingConfig.model_validate_json(args.config)
     game = GameProcess(config, args.shm, args.parent_pid)
     try:
-        game.run()
+        reason = game.run()
     finally:
         game.close()
+    print(f"tmrl built-in game (pid {os.getpid()}) exits: {reason}", file=sys.stderr, flush=True)
     return 0
 
 
