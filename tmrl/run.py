@@ -34,6 +34,8 @@ WORKER_STOP_TIMEOUT_S = 15.0
 RELAY_STOP_TIMEOUT_S = 15.0
 RELAY_READY_TIMEOUT_S = 30.0
 RELAY_POLL_S = 2.0
+MAX_WORKER_RESTARTS = 3
+EXIT_USER_ERROR = 2
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -133,7 +135,9 @@ class Child:
     proc: subprocess.Popen[bytes]
     log_path: Path
     log: IO[bytes]
+    extra: tuple[str, ...] = ()
     stopping: bool = False
+    finished: bool = False
 
     def last_line(self) -> str:
         """The last non-empty line of the child's log (its one-line error, usually)."""
@@ -341,6 +345,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._stop_reason = ""
         self._pgid: int | None = None
+        self._restarts: dict[str, int] = {}
 
     # -- preparation -------------------------------------------------------------------------------------------
 
@@ -409,7 +414,7 @@ class Supervisor:
         )
         if self._pgid is None and os.name != "nt":
             self._pgid = proc.pid
-        child = Child(role, proc, log_path, log)
+        child = Child(role, proc, log_path, log, extra)
         self.children.append(child)
         return child
 
@@ -429,12 +434,34 @@ class Supervisor:
                 f"(log: {relay.log_path})"
             )
 
-    def _check_children(self) -> None:
-        for child in self.children:
+    def _check_children(self) -> bool:
+        """Raise RoleError for a failed role; restart a crashed worker (a few times); True when every worker
+        finished by itself (``worker.max_episodes``), which ends the run in order."""
+        for child in list(self.children):
             code = child.proc.poll()
-            if code is not None and not child.stopping:
-                what = "stopped" if code == 0 else f"failed (exit code {code})"
-                raise RoleError(f"the {child.role} {what}: {child.last_line()} (log: {child.log_path})")
+            if code is None or child.stopping or child.finished:
+                continue
+            worker = child.role.startswith("worker")
+            if worker and code == 0:
+                child.finished = True
+                continue
+            if worker and code != EXIT_USER_ERROR and self._restarts.get(child.role, 0) < MAX_WORKER_RESTARTS:
+                self._restarts[child.role] = self._restarts.get(child.role, 0) + 1
+                print(
+                    f"tmrl run: the {child.role} crashed (exit code {code}): {child.last_line()}; restarting it "
+                    f"({self._restarts[child.role]}/{MAX_WORKER_RESTARTS}, log: {child.log_path})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                with contextlib.suppress(OSError):
+                    child.log.close()
+                self.children.remove(child)
+                self._start(child.role, *child.extra)
+                continue
+            what = "stopped" if code == 0 else f"failed (exit code {code})"
+            raise RoleError(f"the {child.role} {what}: {child.last_line()} (log: {child.log_path})")
+        workers = [c for c in self.children if c.role.startswith("worker")]
+        return bool(workers) and all(c.finished for c in workers)
 
     def _terminate(self, children: list[Child], timeout: float) -> None:
         for child in children:
@@ -550,13 +577,16 @@ class Supervisor:
         with live_ctx as live:
             last_line = 0.0
             while not self._stop.is_set():
-                self._check_children()
+                all_done = self._check_children()
                 status = collector.collect()
                 if live is not None:
                     live.update(render_status(status, self.config), refresh=True)
                 elif time.monotonic() - last_line >= max(interval, 5.0):
                     print(status.line(), flush=True)
                     last_line = time.monotonic()
+                if all_done:
+                    self._stop_reason = "every worker finished its episodes"
+                    break
                 if deadline is not None and time.monotonic() >= deadline:
                     self._stop_reason = f"--duration {self.duration:g} s elapsed"
                     break

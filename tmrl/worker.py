@@ -16,6 +16,7 @@ Episode statistics travel in the batch metadata (``episodes``: return, length, t
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -54,6 +55,7 @@ class WorkerStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "worker_id": self.worker_id,
+            "pid": os.getpid(),
             "episodes": self.episodes,
             "test_episodes": self.test_episodes,
             "steps": self.steps,
