@@ -219,6 +219,20 @@ def test_game_exits_when_its_parent_is_not_the_expected_one() -> None:
         state.close()
 
 
+def test_a_silent_game_says_why_it_exited() -> None:
+    g = open_game(CarRacingConfig(seed=0, silence_timeout_s=0.5, heartbeat_s=1000.0))
+    assert isinstance(g, CarRacingGame)
+    try:
+        assert g._proc is not None
+        g._proc.wait(timeout=30)  # no act(), no heartbeat: the game gives up on its own
+        with pytest.raises(
+            GameError, match=r"has exited \(no control or heartbeat for 0.5 s\); open the game"
+        ):
+            g.screen.grab()
+    finally:
+        g.close()
+
+
 def test_game_exits_when_its_owner_dies() -> None:
     script = textwrap.dedent(
         """
@@ -293,3 +307,32 @@ def test_controls_are_clipped(game: CarRacingGame) -> None:
     counter, frame = game.telemetry.wait_newer(counter + 1, timeout=2.0)
     assert frame.gas == 0.0 and frame.steer == 0.0
     game.controller.neutral()
+
+
+def test_command_channel_keeps_answers_in_order_after_a_stall() -> None:
+    from tmrl.games.carracing.game import _CommandChannel
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        released = threading.Event()
+
+        def fake_game() -> None:
+            conn, _ = server.accept()
+            with conn:
+                assert conn.recv(1) == b"R"
+                released.wait(5.0)  # a stall longer than the client's timeout
+                conn.sendall(b"r")
+                assert conn.recv(1) == b"S"
+                conn.sendall(b"s" + (7).to_bytes(8, "little"))
+                conn.recv(1)  # until the client closes
+
+        t = threading.Thread(target=fake_game)
+        t.start()
+        channel = _CommandChannel(server.getsockname()[1], "the fake game", lambda: "")
+        try:
+            with pytest.raises(GameError, match="did not answer within 0.1 s"):
+                channel.request(b"R", b"r", 0.1)
+            released.set()
+            assert channel.request(b"S", b"s", 5.0, 8) == (7).to_bytes(8, "little")
+        finally:
+            channel.close()
+            t.join(timeout=5.0)

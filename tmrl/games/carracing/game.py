@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,37 +32,62 @@ from tmrl.games.telemetry import TelemetryClient
 class _CommandChannel:
     """Request / acknowledge over the game's loopback command socket (one request at a time)."""
 
-    def __init__(self, port: int, describe: str) -> None:
+    def __init__(self, port: int, describe: str, exit_reason: Callable[[], str]) -> None:
         self._lock = threading.Lock()
         self._describe = describe
+        self._exit_reason = exit_reason
+        self._owed: list[tuple[bytes, int]] = []
         self._sock: socket.socket | None = socket.create_connection(("127.0.0.1", port), timeout=5.0)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def request(self, cmd: bytes, ack: bytes, timeout: float, payload: int = 0) -> bytes:
-        """Send ``cmd``, wait for ``ack`` followed by ``payload`` bytes, return the payload."""
+        """Send ``cmd``, wait for ``ack`` followed by ``payload`` bytes, return the payload.
+
+        A request that timed out leaves its answer owed: the next request reads it first, so answers never get
+        mixed up after a stall.
+        """
         with self._lock:
             sock = self._sock
             if sock is None:
                 raise GameError(f"{self._describe} is closed")
             try:
                 sock.settimeout(timeout)
+                while self._owed:
+                    if self._read_answer(sock, *self._owed[0]) is None:
+                        return self._fail_exited()
+                    self._owed.pop(0)
                 sock.sendall(cmd)
-                got = sock.recv(1)
-                extra = b""
-                while got == ack and len(extra) < payload:
-                    chunk = sock.recv(payload - len(extra))
-                    if not chunk:
-                        got = b""
-                    extra += chunk
+                self._owed.append((ack, payload))
+                extra = self._read_answer(sock, ack, payload)
+                if extra is None:
+                    return self._fail_exited()
+                self._owed.pop()
+                return extra
             except TimeoutError as e:
                 raise GameError(
                     f"{self._describe} did not answer within {timeout:.1f} s; is the machine overloaded?"
                 ) from e
             except OSError as e:
+                reason = self._exit_reason()
+                if reason:
+                    raise GameError(f"{self._describe} has exited{reason}; open the game again") from e
                 raise GameError(f"{self._describe} is gone ({e.strerror or e}); open the game again") from e
-            if got != ack:
-                raise GameError(f"{self._describe} has exited; open the game again")
-            return extra
+
+    @staticmethod
+    def _read_answer(sock: socket.socket, ack: bytes, payload: int) -> bytes | None:
+        """Read ``ack`` + ``payload`` bytes; None when the game closed the connection or answered garbage."""
+        if sock.recv(1) != ack:
+            return None
+        extra = b""
+        while len(extra) < payload:
+            chunk = sock.recv(payload - len(extra))
+            if not chunk:
+                return None
+            extra += chunk
+        return extra
+
+    def _fail_exited(self) -> bytes:
+        raise GameError(f"{self._describe} has exited{self._exit_reason()}; open the game again")
 
     def close(self, farewell: bytes | None = None) -> None:
         with self._lock:
@@ -191,7 +217,7 @@ class CarRacingGame:
             raise GameError(f"the built-in game failed to start: {self._stderr_tail()}")
         self.pid = self._proc.pid
         describe = f"the built-in game (pid {self.pid})"
-        self._channel = _CommandChannel(int(h[S.H_COMMAND_PORT]), describe)
+        self._channel = _CommandChannel(int(h[S.H_COMMAND_PORT]), describe, self._exit_reason)
         self.telemetry_port = int(h[S.H_TELEMETRY_PORT])
         self.telemetry = TelemetryClient(
             "127.0.0.1",
@@ -220,6 +246,17 @@ class CarRacingGame:
         lines = [line for line in text.splitlines() if line.strip()]
         code = None if self._proc is None else self._proc.returncode
         return lines[-1] if lines else f"no error output (exit code {code})"
+
+    def _exit_reason(self) -> str:
+        """' (<why it exited>)' once the process has exited (it prints one line saying why), else ''."""
+        if self._proc is None:
+            return ""
+        try:
+            self._proc.wait(timeout=1.0)  # called on a failure: give a dying process a moment to finish
+        except subprocess.TimeoutExpired:
+            return ""
+        tail = self._stderr_tail()
+        return f" ({tail.split(' exits: ', 1)[-1]})"
 
     @property
     def alive(self) -> bool:
