@@ -71,16 +71,12 @@ bool BuildFrame(MemoryBuffer@ buf)
     return true;
 }
 
-// Serve one client until it goes away.
+// Serve one client until it goes away (noticed at the first failed write: in menus nothing is written).
 void Serve(Net::Socket@ client)
 {
     while (true) {
-        MemoryBuffer buf(0);
-        if (BuildFrame(buf)) {
-            if (!client.Write(buf)) return;  // the client closed or the connection broke
-        } else if (!client.CanWrite()) {
-            return;
-        }
+        MemoryBuffer@ buf = MemoryBuffer(0);
+        if (BuildFrame(buf) && !client.Write(buf)) return;  // the client closed or the connection broke
         yield();  // once per game frame
     }
 }
