@@ -92,6 +92,14 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def local_relay(config: TmrlConfig) -> Any:
+    """The relay configuration as seen from this machine (a wildcard bind address becomes loopback)."""
+    relay = config.relay
+    if relay.host in ("0.0.0.0", "", "::"):
+        return relay.model_copy(update={"host": "::1" if relay.host == "::" else "127.0.0.1"})
+    return relay
+
+
 def relay_main(config: TmrlConfig) -> int:
     """``tmrl-server``: run the relay until SIGINT / SIGTERM."""
     import logging
@@ -235,7 +243,7 @@ class StatusCollector:
             if self._observer is None:
                 from tmrl.net.client import ObserverClient
 
-                self._observer = ObserverClient(self.config.relay)
+                self._observer = ObserverClient(local_relay(self.config), "tmrl-run")
             status = self._observer.status()
         except (TmrlError, OSError, TimeoutError):
             return {}
@@ -419,19 +427,24 @@ class Supervisor:
         return child
 
     def _wait_relay_ready(self, relay: Child) -> None:
-        host = self.config.relay.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+        """Until the relay answers a status request (a full handshake: secret and TLS as the roles use them)."""
+        from tmrl.net.client import ObserverClient
+
+        observer = ObserverClient(local_relay(self.config), "tmrl-run")
         deadline = time.monotonic() + RELAY_READY_TIMEOUT_S
+        last = "no answer"
         while time.monotonic() < deadline and not self._stop.is_set():
             if relay.proc.poll() is not None:
                 raise RoleError(f"the relay could not start: {relay.last_line()} (log: {relay.log_path})")
-            with contextlib.suppress(OSError), socket.create_connection((host, self.config.relay.port), 0.5):
+            try:
+                observer.status()
                 return
-            time.sleep(0.05)
+            except (OSError, TimeoutError, TmrlError) as exc:
+                last = str(exc) or type(exc).__name__
+            time.sleep(0.1)
         if not self._stop.is_set():
             raise RoleError(
-                f"the relay did not accept connections within {RELAY_READY_TIMEOUT_S:.0f} s "
-                f"(log: {relay.log_path})"
+                f"the relay did not answer within {RELAY_READY_TIMEOUT_S:.0f} s ({last}; log: {relay.log_path})"
             )
 
     def _check_children(self) -> bool:
