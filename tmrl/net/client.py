@@ -2,7 +2,8 @@
 
 ``WorkerClient`` (send batches, receive weights), ``TrainerClient`` (receive batches, publish weights) and
 ``ObserverClient`` (status). Connection, handshake, back-off with jitter, resends and acknowledgements all run
-on the client's own thread, so the caller's real-time or torch loop never blocks on the network.
+on the client's own thread (a ``BufferedProtocol`` reading frames straight into their buffers), so the caller's
+real-time or torch loop never blocks on the network and decoding happens off the caller's thread.
 """
 
 from __future__ import annotations
@@ -28,29 +29,119 @@ from tmrl.errors import AuthError, ProtocolError, TmrlError
 from tmrl.net import protocol as P
 from tmrl.net.codec import decode_arrays, encode_arrays
 from tmrl.net.config import RelayConfig
-from tmrl.net.stream import check_pin, client_ssl_context, frame_parts, read_frame
+from tmrl.net.stream import check_pin, client_ssl_context, frame_parts
 
 log = logging.getLogger("tmrl.net")
+
+HIGH_WATER = 4 << 20  # bytes buffered in the transport before a sender waits for resume_writing
 
 
 class _Busy(AuthError):
     """The relay already has a trainer (retried for a while: it may be the previous run's, just dying)."""
 
 
+class _Lost:
+    """Sentinel queued when the connection closes during the handshake."""
+
+
+class _ClientProtocol(asyncio.BufferedProtocol):
+    """Frames in, callbacks out. During the handshake frames queue up for ``next_frame``; afterwards they go
+    straight to the core's ``on_frame`` (on the loop thread, synchronously per chunk received)."""
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.parser = P.FrameParser(1 << 16)
+        self.max_frame_bytes = max_frame_bytes
+        self.transport: asyncio.Transport | None = None
+        self.queue: asyncio.Queue[Any] | None = asyncio.Queue()
+        self.core: _Core | None = None
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.error: BaseException | None = None
+        self.paused = False
+        self.last_rx = loop.time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+        self.transport.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[union-attr]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.parser.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.last_rx = self.loop.time()
+        try:
+            for header, body in self.parser.feed(nbytes):
+                if self.core is None:
+                    assert self.queue is not None
+                    self.queue.put_nowait((header, body))
+                else:
+                    self.core.on_frame(header, body)
+        except Exception as exc:  # ProtocolError, a refusal turned into AuthError, or a bug: end this session
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        if self.transport is not None:
+            self.transport.abort()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.queue is not None:
+            self.queue.put_nowait(_Lost)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.core is not None:
+            self.core.on_writable()
+
+    async def next_frame(self) -> tuple[dict[str, Any], memoryview]:
+        assert self.queue is not None
+        item = await self.queue.get()
+        if item is _Lost:
+            if self.error is not None:
+                raise self.error
+            raise ConnectionResetError("the relay closed the connection")
+        return item
+
+    def attach(self, core: _Core) -> None:
+        """Hand frames to ``core`` from now on (frames already queued first)."""
+        self.parser.max_frame_bytes = self.max_frame_bytes
+        pending, self.queue = self.queue, None
+        self.core = core
+        while pending is not None and not pending.empty():
+            item = pending.get_nowait()
+            if item is not _Lost:
+                core.on_frame(*item)
+
+
 async def open_session(
     config: RelayConfig, role: str, client_id: str, incarnation: int = 0
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]]:
-    """Connect (TLS if configured, pinned certificate), run the handshake, return (reader, writer, welcome).
+) -> tuple[asyncio.Transport, _ClientProtocol, dict[str, Any]]:
+    """Connect (TLS if configured, pinned certificate), run the handshake, return (transport, protocol, welcome).
 
-    Raises ``AuthError`` when the secrets differ or the relay refuses the role, ``OSError`` /
-    ``TimeoutError`` / ``ProtocolError`` when the relay is unreachable or misbehaves.
+    Raises ``AuthError`` when the secrets differ, the certificate is not the pinned one or the relay refuses the
+    role; ``OSError`` / ``TimeoutError`` / ``ProtocolError`` when the relay is unreachable or misbehaves.
     """
     ssl_ctx, pin = client_ssl_context(config.tls_cert) if config.tls else (None, b"")
     where = f"{config.host}:{config.port}"
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(config.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                config.host, config.port, ssl=ssl_ctx, limit=1 << 20
+            transport, proto = await loop.create_connection(
+                lambda: _ClientProtocol(config.max_frame_bytes),
+                config.host,
+                config.port,
+                ssl=ssl_ctx,
+                server_hostname=config.host if ssl_ctx else None,
             )
     except ssl.SSLCertVerificationError as exc:
         raise AuthError(
@@ -59,12 +150,12 @@ async def open_session(
         ) from None
     try:
         if ssl_ctx is not None:
-            check_pin(writer, pin)
+            check_pin(transport, pin)
         secret = config.secret_bytes()
         cnonce = secrets.token_bytes(P.NONCE_BYTES)
         async with asyncio.timeout(config.handshake_timeout):
-            writer.writelines(frame_parts(P.hello(role, client_id, cnonce, incarnation)))
-            header, _ = await read_frame(reader, 1 << 16)
+            transport.writelines(frame_parts(P.hello(role, client_id, cnonce, incarnation)))
+            header, _ = await proto.next_frame()
             _raise_refusal(header, where)
             if header["t"] != "challenge":
                 raise ProtocolError(f"relay at {where} answered the hello with {header['t']!r}")
@@ -75,14 +166,14 @@ async def open_session(
                     "and every client"
                 )
             mac = P.client_proof(secret, cnonce, snonce, role, client_id)
-            writer.writelines(frame_parts({"t": "auth", "mac": mac}))
-            header, _ = await read_frame(reader, 1 << 16)
+            transport.writelines(frame_parts({"t": "auth", "mac": mac}))
+            header, _ = await proto.next_frame()
             _raise_refusal(header, where)
             if header["t"] != "welcome":
                 raise ProtocolError(f"relay at {where} answered the auth with {header['t']!r}")
-        return reader, writer, header
+        return transport, proto, header  # type: ignore[return-value]
     except BaseException:
-        writer.close()
+        transport.abort()
         raise
 
 
@@ -107,14 +198,16 @@ class _Core:
         self.config = config
         self.client_id = client_id
         self.incarnation = incarnation
+        self.where = f"{config.host}:{config.port}"
         self.fatal: TmrlError | None = None
         self.connected = threading.Event()
         self.connections = 0
-        self._state = threading.Condition()  # notified on connect and on a fatal error
         self.loop = _new_loop()
-        self.writer: asyncio.StreamWriter | None = None
+        self.transport: asyncio.Transport | None = None
+        self.proto: _ClientProtocol | None = None
         self._closing: asyncio.Event | None = None
         self._started = threading.Event()
+        self._state = threading.Condition()  # notified on connect and on a fatal error
         self._thread = threading.Thread(target=self._run, name=f"tmrl-{self.role}-{client_id}", daemon=True)
 
     def start(self) -> None:
@@ -160,15 +253,19 @@ class _Core:
         cfg = self.config
         attempt, busy_since = 0, None
         while not self._closing.is_set():
-            writer = None
+            transport = None
             try:
-                reader, writer, welcome = await open_session(cfg, self.role, self.client_id, self.incarnation)
+                transport, proto, welcome = await open_session(
+                    cfg, self.role, self.client_id, self.incarnation
+                )
                 attempt, busy_since = 0, None
-                self.writer = writer
+                self.transport, self.proto = transport, proto
                 self.connections += 1
+                self.on_session_start(welcome)
+                proto.attach(self)
                 self.connected.set()
                 self._notify()
-                await self._session(reader, writer, welcome)
+                await self._session(proto)
             except _Busy as exc:
                 busy_since = busy_since or time.monotonic()
                 if time.monotonic() - busy_since > cfg.connect_timeout:
@@ -187,10 +284,10 @@ class _Core:
                 break
             finally:
                 self.connected.clear()
-                self.writer = None
-                if writer is not None:
-                    writer.close()
-                self._on_disconnect()
+                self.transport = self.proto = None
+                if transport is not None:
+                    transport.abort()
+                self.on_session_end()
             if self._closing.is_set():
                 break
             delay = min(cfg.backoff_max, cfg.backoff_initial * 2**attempt) * random.uniform(0.5, 1.0)
@@ -198,53 +295,59 @@ class _Core:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), delay)
         self._notify()
-        await self._on_close()
+        self.on_close()
 
-    async def _session(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, welcome: dict
-    ) -> None:
+    async def _session(self, proto: _ClientProtocol) -> None:
+        """Until the connection drops or ``close()``: ping every third of ``idle_timeout``, watch for silence."""
         assert self._closing is not None
-        tasks = [
-            asyncio.ensure_future(self._reader(reader)),
-            asyncio.ensure_future(self._pinger(writer)),
-            asyncio.ensure_future(self._closing.wait()),
-            *[asyncio.ensure_future(c) for c in self._session_tasks(writer, welcome)],
-        ]
+        closing = asyncio.ensure_future(self._closing.wait())
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            while not proto.lost.done() and not self._closing.is_set():
+                await asyncio.wait(
+                    [proto.lost, closing],
+                    timeout=self.config.idle_timeout / 3,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if proto.lost.done() or self._closing.is_set():
+                    break
+                if self.loop.time() - proto.last_rx > self.config.idle_timeout:
+                    raise TimeoutError(f"the relay at {self.where} went silent")
+                self.write(frame_parts({"t": "ping"}))
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for t in done:
-            if not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
+            closing.cancel()
+        if proto.error is not None and not self._closing.is_set():
+            raise proto.error
+        if self._closing.is_set():
+            await self.on_closing()
 
-    async def _reader(self, reader: asyncio.StreamReader) -> None:
-        where = f"{self.config.host}:{self.config.port}"
-        while True:
-            async with asyncio.timeout(self.config.idle_timeout):
-                header, body = await read_frame(reader, self.config.max_frame_bytes)
-            _raise_refusal(header, where)
-            if header["t"] != "pong":
-                self._on_frame(header, body)
+    def write(self, parts: list[Any]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(parts)
 
-    async def _pinger(self, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await asyncio.sleep(self.config.idle_timeout / 3)
-            writer.writelines(frame_parts({"t": "ping"}))
+    def on_frame(self, header: dict[str, Any], body: memoryview) -> None:
+        t = header["t"]
+        if t == "pong":
+            return
+        _raise_refusal(header, self.where)
+        self.handle(t, header, body)
 
     # hooks ---------------------------------------------------------------------------------------------------
-    def _session_tasks(self, writer: asyncio.StreamWriter, welcome: dict) -> list[Any]:
-        return []
+    def handle(self, t: str, header: dict[str, Any], body: memoryview) -> None:
+        raise ProtocolError(f"unexpected {t!r} message for a {self.role}")
 
-    def _on_frame(self, header: dict[str, Any], body: memoryview) -> None:
-        raise ProtocolError(f"unexpected {header['t']!r} message for a {self.role}")
-
-    def _on_disconnect(self) -> None:
+    def on_session_start(self, welcome: dict[str, Any]) -> None:
         pass
 
-    async def _on_close(self) -> None:
+    def on_session_end(self) -> None:
+        pass
+
+    def on_writable(self) -> None:
+        pass
+
+    async def on_closing(self) -> None:
+        pass
+
+    def on_close(self) -> None:
         pass
 
 
@@ -264,7 +367,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class _Pending:
     seq: int
     n: int
-    parts: list[bytes | memoryview]
+    parts: list[Any]
     size: int
     dropped: bool = False
 
@@ -277,7 +380,7 @@ class _WorkerCore(_Core):
         self.unacked: deque[_Pending] = deque()
         self.unacked_bytes = 0
         self.to_send: deque[_Pending] = deque()
-        self.send_event: asyncio.Event | None = None
+        self.flush_scheduled = False
         self.submitted = 0  # caller thread
         self.done = 0  # loop thread: acknowledged + dropped
         self.done_cond = threading.Condition()
@@ -320,33 +423,42 @@ class _WorkerCore(_Core):
             self.stats["dropped_batches"] += 1
             self.stats["dropped_samples"] += old.n
             self._mark_done(1)
-        if self.writer is not None:
+        if self.transport is not None:
             self.to_send.append(p)
-            if self.send_event is not None:
-                self.send_event.set()
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.loop.call_soon(self._flush)
 
-    def _session_tasks(self, writer: asyncio.StreamWriter, welcome: dict) -> list[Any]:
+    def _flush(self) -> None:
+        """Write pending batches in one go, up to the transport's high-water mark (then wait for resume)."""
+        self.flush_scheduled = False
+        t, proto = self.transport, self.proto
+        if t is None or proto is None or proto.paused:
+            return
+        parts: list[Any] = []
+        size = t.get_write_buffer_size()
+        while self.to_send and size < HIGH_WATER:
+            p = self.to_send.popleft()
+            if not p.dropped:
+                parts += p.parts
+                size += p.size
+        if parts:
+            t.writelines(parts)
+
+    def on_writable(self) -> None:
+        self._flush()
+
+    def on_session_start(self, welcome: dict[str, Any]) -> None:
         self.to_send = deque(self.unacked)
-        self.stats["resent_batches"] += len(self.to_send)
-        self.send_event = asyncio.Event()
-        self.send_event.set()
-        return [self._sender(writer)]
+        if self.connections > 1:
+            self.stats["resent_batches"] += len(self.to_send)
+        self.flush_scheduled = True
+        self.loop.call_soon(self._flush)
 
-    async def _sender(self, writer: asyncio.StreamWriter) -> None:
-        assert self.send_event is not None
-        while True:
-            await self.send_event.wait()
-            self.send_event.clear()
-            while self.to_send:
-                p = self.to_send.popleft()
-                if p.dropped:
-                    continue
-                writer.writelines(p.parts)
-                if writer.transport.get_write_buffer_size() > 1 << 20:
-                    await writer.drain()
+    def on_session_end(self) -> None:
+        self.to_send.clear()
 
-    def _on_frame(self, header: dict[str, Any], body: memoryview) -> None:
-        t = header["t"]
+    def handle(self, t: str, header: dict[str, Any], body: memoryview) -> None:
         if t == "ack":
             seq = P.nonneg_int(header, "seq")
             k = 0
@@ -371,15 +483,12 @@ class _WorkerCore(_Core):
                 self.weights_cond.notify_all()
             self.stats["weights_received"] += 1
         else:
-            super()._on_frame(header, body)
+            super().handle(t, header, body)
 
-    def _on_disconnect(self) -> None:
-        self.to_send.clear()
-        self.send_event = None
-
-    async def _on_close(self) -> None:
-        with self.done_cond:  # wake a flush() waiting on a client that just failed for good
-            self.done_cond.notify_all()
+    def on_close(self) -> None:
+        for cond in (self.done_cond, self.weights_cond):  # wake waiters on a client that just stopped
+            with cond:
+                cond.notify_all()
 
 
 class WorkerClient:
@@ -488,8 +597,8 @@ class _TrainerCore(_Core):
         self.gen = 0
         self.consumed = 0
         self.seen: dict[tuple[str, int], int] = {}
-        self.weights_parts: list[bytes | memoryview] | None = None
-        self.weights_event: asyncio.Event | None = None
+        self.weights_parts: list[Any] | None = None
+        self.weights_pending = False
         self.stats = dict(
             received_batches=0,
             received_samples=0,
@@ -500,32 +609,35 @@ class _TrainerCore(_Core):
             published_weights=0,
         )
 
-    def _session_tasks(self, writer: asyncio.StreamWriter, welcome: dict) -> list[Any]:
+    def on_session_start(self, welcome: dict[str, Any]) -> None:
         self.gen += 1
         self.consumed = 0
-        self.weights_event = asyncio.Event()
-        if self.weights_parts is not None:
-            self.weights_event.set()  # the relay may have restarted: give it our latest weights again
-        return [self._weights_sender(writer)]
+        # the relay may have restarted: give it our latest weights again
+        self.weights_pending = self.weights_parts is not None
+        self.loop.call_soon(self._send_weights)
 
-    async def _weights_sender(self, writer: asyncio.StreamWriter) -> None:
-        assert self.weights_event is not None
-        while True:
-            await self.weights_event.wait()
-            self.weights_event.clear()
-            if self.weights_parts is not None:
-                writer.writelines(self.weights_parts)
-                await writer.drain()
+    def _send_weights(self) -> None:
+        if (
+            self.weights_pending
+            and self.weights_parts is not None
+            and self.proto is not None
+            and not self.proto.paused
+        ):
+            self.weights_pending = False
+            self.write(self.weights_parts)
 
-    def set_weights(self, parts: list[bytes | memoryview]) -> None:
+    def on_writable(self) -> None:
+        self._send_weights()
+
+    def set_weights(self, parts: list[Any]) -> None:
         self.weights_parts = parts
+        self.weights_pending = True
         self.stats["published_weights"] += 1
-        if self.weights_event is not None:
-            self.weights_event.set()
+        self._send_weights()
 
-    def _on_frame(self, header: dict[str, Any], body: memoryview) -> None:
-        if header["t"] != "batch":
-            return super()._on_frame(header, body)
+    def handle(self, t: str, header: dict[str, Any], body: memoryview) -> None:
+        if t != "batch":
+            return super().handle(t, header, body)
         worker, inc = P.field(header, "w", str), P.nonneg_int(header, "inc")
         seq, n = P.nonneg_int(header, "seq"), P.nonneg_int(header, "n")
         key = (worker, inc)
@@ -549,10 +661,19 @@ class _TrainerCore(_Core):
 
     def consume(self, gen: int, k: int) -> None:
         """Acknowledge ``k`` more batches of connection ``gen`` (cumulative count on the wire)."""
-        if gen != self.gen or self.writer is None:
+        if gen != self.gen or self.transport is None:
             return
         self.consumed += k
-        self.writer.writelines(frame_parts({"t": "tack", "c": self.consumed}))
+        self.write(frame_parts({"t": "tack", "c": self.consumed}))
+
+    async def on_closing(self) -> None:
+        """Give a weights publish still buffered a moment to leave before the connection closes."""
+        if self.weights_pending:
+            self._send_weights()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                while self.transport is not None and self.transport.get_write_buffer_size() > 0:
+                    await asyncio.sleep(0.005)
 
 
 class TrainerClient:
@@ -638,21 +759,24 @@ class ObserverClient:
         self.observer_id = observer_id
 
     def status(self) -> dict[str, Any]:
-        """One status snapshot; raises ``TmrlError`` subclasses (or OSError) with a clear message on failure."""
+        """One status snapshot; raises ``TmrlError`` subclasses or ``ConnectionError`` with a clear message."""
         return asyncio.run(self._status())
 
     async def _status(self) -> dict[str, Any]:
+        where = f"{self.config.host}:{self.config.port}"
         try:
-            reader, writer, _ = await open_session(self.config, "observer", self.observer_id)
+            transport, proto, _ = await open_session(self.config, "observer", self.observer_id)
         except (OSError, TimeoutError) as exc:
             raise ConnectionRefusedError(
-                f"cannot reach the relay at {self.config.host}:{self.config.port}: {exc or type(exc).__name__}"
+                f"cannot reach the relay at {where}: {exc or type(exc).__name__}"
             ) from None
         try:
-            writer.writelines(frame_parts({"t": "status"}))
+            transport.writelines(frame_parts({"t": "status"}))
             async with asyncio.timeout(self.config.handshake_timeout):
-                header, body = await read_frame(reader, self.config.max_frame_bytes)
-            _raise_refusal(header, f"{self.config.host}:{self.config.port}")
+                header, body = await proto.next_frame()
+                while header["t"] == "pong":
+                    header, body = await proto.next_frame()
+            _raise_refusal(header, where)
             if header["t"] != "status":
                 raise ProtocolError(f"relay answered a status request with {header['t']!r}")
             doc = P.unpack(
@@ -662,4 +786,4 @@ class ObserverClient:
                 raise ProtocolError("relay status is not a map")
             return doc
         finally:
-            writer.close()
+            transport.close()
