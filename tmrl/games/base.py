@@ -16,7 +16,7 @@ class Screen(Protocol):
     """The game's picture."""
 
     channel_order: str
-    """"rgb" | "bgr" | "bgra" | "rgba": the meaning of the last axis of ``grab``'s array."""
+    """One of "rgb", "bgr", "bgra", "rgba": the meaning of the last axis of ``grab``'s array."""
 
     def grab(self) -> np.ndarray:
         """Return the current frame: (H, W, C) uint8, C-contiguous, owned by the caller, never torn."""
@@ -44,10 +44,25 @@ class Controller(Protocol):
 class Game(Protocol):
     """A running game: its three channels and a close that leaves nothing behind."""
 
-    name: str
-    screen: Screen
-    controller: Controller
-    telemetry: TelemetryClient
+    @property
+    def name(self) -> str:
+        """Which game: "carracing" or "tm2020"."""
+        ...
+
+    @property
+    def screen(self) -> Screen:
+        """The game's picture."""
+        ...
+
+    @property
+    def controller(self) -> Controller:
+        """The game's input device."""
+        ...
+
+    @property
+    def telemetry(self) -> TelemetryClient:
+        """The game's telemetry stream (started)."""
+        ...
 
     def close(self) -> None:
         """Release everything (idempotent); the built-in game's process exits."""

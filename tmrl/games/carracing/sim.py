@@ -61,6 +61,13 @@ class RaceSim:
         self.steer = self.gas = self.brake = 0.0
 
     @property
+    def car(self) -> car_dynamics.Car:
+        """The car (exists once reset)."""
+        car = self.env.car
+        assert car is not None
+        return car
+
+    @property
     def track_xy(self) -> np.ndarray:
         """Track centre line, (N, 2) float64 world x, y, in driving order starting at the start line."""
         return np.array([(t[2], t[3]) for t in self.env.track], dtype=np.float64)
@@ -74,7 +81,7 @@ class RaceSim:
         env.step(np.array([self.steer, self.gas, self.brake], dtype=np.float64))
         if env.tile_visited_count == len(env.track) or env.new_lap:
             self.finished = True
-        v = env.car.hull.linearVelocity
+        v = self.car.hull.linearVelocity
         speed = math.hypot(v[0], v[1])
         self.distance += speed * GAME_DT
         return self.telemetry(speed)
@@ -86,7 +93,7 @@ class RaceSim:
         x, z: the car's 2-D position (y, up, is 0); gear: from speed with 5 thresholds (1..6); rpm: the rear
         wheels' rotation times the gear ratio (an engine-like 0..~10000 figure, not a physical one).
         """
-        car = self.env.car
+        car = self.car
         if speed is None:
             v = car.hull.linearVelocity
             speed = math.hypot(v[0], v[1])
@@ -171,8 +178,7 @@ class Renderer:
 
     def render(self, out: np.ndarray | None = None) -> np.ndarray:
         """Draw the current view; returns (height, width, 3) uint8 RGB (written into ``out`` if given)."""
-        env = self.sim.env
-        car = env.car
+        car = self.sim.car
         angle = -car.hull.angle
         cos_a, sin_a = math.cos(angle), math.sin(angle)
         px, py = car.hull.position
