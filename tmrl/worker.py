@@ -33,6 +33,7 @@ from tmrl.config import TmrlConfig
 from tmrl.errors import CheckpointError
 
 STATUS_EVERY_S = 1.0
+FLUSH_ON_STOP_S = 5.0
 RECENT_EPISODES = 10
 
 
@@ -159,7 +160,7 @@ class RolloutWorker:
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
-    def _open(self) -> tuple[Any, Any]:
+    def _open_env(self) -> Any:
         import torch
 
         torch.set_num_threads(self.config.worker.threads)
@@ -167,11 +168,14 @@ class RolloutWorker:
             from tmrl.envs import make_env
 
             self._env = make_env(self.config.env, self.config.game_config())
+        return self._env
+
+    def _open_client(self) -> Any:
         if self._client is None:
             from tmrl.net.client import WorkerClient
 
             self._client = WorkerClient(self.config.relay, worker_id=self.worker_id)
-        return self._env, self._client
+        return self._client
 
     def _swap_weights(self, policy: Policy) -> None:
         latest = self._client.latest_weights()
@@ -274,8 +278,10 @@ class RolloutWorker:
         stop = stop or threading.Event()
         cfg = self.config.worker
         with TimeoutCounter() as self._timeouts:
-            env, client = self._open()
+            env = self._open_env()
+            client = None
             try:
+                client = self._open_client()
                 spec = env.observation_spec
                 recorder = TransitionRecorder(spec, initial_rows=max(256, 2 * self.config.relay.flush_steps))
                 policy = Policy(spec.action_dim, random_until_weights=cfg.random_until_weights)
@@ -289,7 +295,9 @@ class RolloutWorker:
                 self._write_status(force=True)
             finally:
                 try:
-                    client.close()
+                    if client is not None:
+                        # Give the last batches a moment to be acknowledged (they are resent otherwise).
+                        client.close(flush_timeout=FLUSH_ON_STOP_S)
                 finally:
                     env.close()
         return self.stats
