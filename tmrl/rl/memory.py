@@ -192,8 +192,9 @@ class ReplayMemory:
     def restore_ready(self, batches: list[dict[str, Tensor]]) -> None:
         """Queue minibatches saved by ``pause`` (on resume) ahead of anything newly sampled."""
         self.pause()
-        if len(batches) > self._free.qsize():
-            raise ValueError(f"{len(batches)} saved minibatches do not fit {self._free.qsize()} free slots")
+        while self._free.qsize() < len(batches):  # saved with a larger prefetch: add slots
+            self._slots.append(_Slot(self.ring, self.spec, self.batch_size))
+            self._free.put(len(self._slots) - 1)
         for tensors in batches:
             i = self._free.get_nowait()
             self._slots[i].load(tensors)

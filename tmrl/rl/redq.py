@@ -40,7 +40,7 @@ class REDQ(SAC):
 
         # 2. Critic loss: every one of the N critics regresses on the same target.
         q = self.critic(b.obs, b.action)  # (N, B)
-        critic_loss = (q - target).pow(2).mean(dim=1).sum()
+        critic_loss = (q - target).pow(2).mean()  # mean over critics and samples, as TMRL
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()

@@ -74,7 +74,7 @@ class SAC:
 
         # 2. Critic loss: squared error of every critic against the same target.
         q = self.critic(b.obs, b.action)  # (n_critics, B)
-        critic_loss = (q - target).pow(2).mean(dim=1).sum()
+        critic_loss = (q - target).pow(2).mean()  # mean over critics and samples, as TMRL
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()

@@ -1,0 +1,164 @@
+"""SAC and REDQ update steps checked against hand-computed quantities on tiny networks."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from tmrl.errors import ConfigError
+from tmrl.rl.config import PRESETS, AlgorithmConfig, ModelConfig, preset
+from tmrl.rl.memory import Minibatch
+from tmrl.rl.redq import REDQ
+from tmrl.rl.sac import SAC
+from tmrl.spaces import Component, ObservationSpec
+
+SPEC = ObservationSpec((Component("state", (3,)),), 2)
+SMALL = ModelConfig(hidden=(16, 16))
+CPU = torch.device("cpu")
+
+
+def minibatch(b: int = 32, seed: int = 0) -> Minibatch:
+    g = torch.Generator().manual_seed(seed)
+    term = (torch.rand(b, generator=g) < 0.3).float()
+    trunc = (torch.rand(b, generator=g) < 0.3) & (term == 0)
+    return Minibatch(
+        obs={"state": torch.randn(b, 3, generator=g)},
+        action=torch.rand(b, 2, generator=g) * 2 - 1,
+        reward=torch.randn(b, generator=g),
+        next_obs={"state": torch.randn(b, 3, generator=g)},
+        terminated=term,
+        truncated=trunc,
+    )
+
+
+def test_presets_are_tmrl_defaults_and_validated() -> None:
+    sac = PRESETS["tmrl-sac"]
+    assert (sac.lr_actor, sac.lr_critic, sac.lr_entropy, sac.gamma, sac.polyak, sac.alpha) == (
+        1e-5,
+        5e-5,
+        3e-4,
+        0.995,
+        0.995,
+        0.01,
+    )
+    assert not sac.learn_entropy and sac.target_entropy == -0.5
+    redq = PRESETS["tmrl-redq"]
+    assert (redq.name, redq.redq_n, redq.redq_m, redq.redq_g) == ("redq", 10, 2, 20)
+    assert preset("tmrl-sac", lr_actor=1e-3).lr_actor == 1e-3
+    with pytest.raises(ConfigError, match="unknown algorithm preset"):
+        preset("nope")
+    with pytest.raises(ValueError):
+        AlgorithmConfig(redq_n=3, redq_m=4)
+    with pytest.raises(ValueError):
+        AlgorithmConfig(unknown=1)  # type: ignore[call-arg]
+
+
+def test_sac_critic_loss_uses_the_soft_target_and_only_termination_stops_bootstrap() -> None:
+    torch.manual_seed(0)
+    algo = AlgorithmConfig(gamma=0.9, alpha=0.3)
+    sac = SAC(SPEC, algo, SMALL, CPU)
+    before = copy.deepcopy(sac)
+    b = minibatch()
+    torch.manual_seed(42)
+    info = sac.update(b)
+    # Recompute the critic loss from the networks as they were, with the same noise.
+    torch.manual_seed(42)
+    with torch.no_grad():
+        a2, logp2 = before.actor(b.next_obs)
+        q_next = before.critic_target(b.next_obs, a2).min(0).values
+        target = b.reward + 0.9 * (1 - b.terminated) * (q_next - 0.3 * logp2)
+        q = before.critic(b.obs, b.action)
+        expected = ((q - target) ** 2).mean()
+    assert torch.allclose(info["losses/critic"], expected, rtol=1e-5)
+    # truncated rows bootstrap: the target differs from the reward where truncated and not terminated
+    assert b.truncated.any()
+    assert not torch.allclose(target[b.truncated], b.reward[b.truncated])
+    assert torch.equal(target[b.terminated == 1], b.reward[b.terminated == 1])
+
+
+def test_sac_polyak_and_fixed_alpha() -> None:
+    torch.manual_seed(0)
+    sac = SAC(SPEC, AlgorithmConfig(polyak=0.9, alpha=0.05), SMALL, CPU)
+    old_target = [p.clone() for p in sac.critic_target.parameters()]
+    sac.update(minibatch())
+    for t_old, t_new, p in zip(
+        old_target, sac.critic_target.parameters(), sac.critic.parameters(), strict=True
+    ):
+        assert torch.allclose(t_new, 0.9 * t_old + 0.1 * p, atol=1e-6)
+    assert math.isclose(float(sac.alpha), 0.05, rel_tol=1e-6)
+    assert sac.alpha_opt is None and sac.updates == 1
+
+
+def test_learned_alpha_moves_towards_the_target_entropy() -> None:
+    torch.manual_seed(0)
+    # An unreachable target entropy (very high) must make alpha grow; a very low one must make it shrink.
+    up = SAC(SPEC, AlgorithmConfig(learn_entropy=True, target_entropy=50.0, lr_entropy=1e-2), SMALL, CPU)
+    down = SAC(SPEC, AlgorithmConfig(learn_entropy=True, target_entropy=-50.0, lr_entropy=1e-2), SMALL, CPU)
+    for i in range(5):
+        up.update(minibatch(seed=i))
+        down.update(minibatch(seed=i))
+    assert float(up.alpha) > 0.01 > float(down.alpha)
+    assert SAC(SPEC, AlgorithmConfig(target_entropy=None), SMALL, CPU).target_entropy == -2.0
+
+
+def test_actor_step_leaves_critics_untouched_by_actor_gradients() -> None:
+    torch.manual_seed(0)
+    sac = SAC(SPEC, AlgorithmConfig(lr_critic=1e-3, lr_actor=1e-3), SMALL, CPU)
+    before = copy.deepcopy(sac)
+    b = minibatch()
+    torch.manual_seed(3)
+    sac.update(b)
+    # The critics' gradients after the update are those of the critic loss alone (the actor loss adds nothing).
+    torch.manual_seed(3)
+    with torch.no_grad():
+        a2, logp2 = before.actor(b.next_obs)
+        target = b.reward + 0.995 * (1 - b.terminated) * (
+            before.critic_target(b.next_obs, a2).min(0).values - 0.01 * logp2
+        )
+    ((before.critic(b.obs, b.action) - target) ** 2).mean().backward()
+    for p_after, p_ref in zip(sac.critic.parameters(), before.critic.parameters(), strict=True):
+        assert p_after.grad is not None and p_ref.grad is not None
+        assert torch.allclose(p_after.grad, p_ref.grad, atol=1e-6)
+    assert any(
+        not torch.equal(a, p) for a, p in zip(before.actor.parameters(), sac.actor.parameters(), strict=True)
+    )
+
+
+def test_redq_updates_the_actor_every_g_critic_updates_with_a_subset_target() -> None:
+    torch.manual_seed(0)
+    algo = AlgorithmConfig(name="redq", redq_n=5, redq_m=2, redq_g=3, lr_actor=1e-3, lr_critic=1e-3)
+    redq = REDQ(SPEC, algo, SMALL, CPU)
+    assert redq.critic.n == 5 and len(list(redq.critic_target.parameters())) == len(
+        list(redq.critic.parameters())
+    )
+    changed = []
+    for i in range(6):
+        before = [p.clone() for p in redq.actor.parameters()]
+        info = redq.update(minibatch(seed=i))
+        changed.append(
+            any(not torch.equal(a, p) for a, p in zip(before, redq.actor.parameters(), strict=True))
+        )
+        assert "losses/critic" in info
+    assert changed == [False, False, True, False, False, True]
+    assert redq.updates == 6
+
+
+def test_redq_target_is_min_over_the_drawn_subset() -> None:
+    torch.manual_seed(0)
+    algo = AlgorithmConfig(name="redq", redq_n=6, redq_m=2, redq_g=100, gamma=0.5, alpha=0.2)
+    redq = REDQ(SPEC, algo, SMALL, CPU)
+    before = copy.deepcopy(redq)
+    b = minibatch()
+    torch.manual_seed(7)
+    info = redq.update(b)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        a2, logp2 = before.actor(b.next_obs)
+        subset = torch.randperm(6)[:2]
+        q_all = before.critic_target(b.next_obs, a2)
+        target = b.reward + 0.5 * (1 - b.terminated) * (q_all[subset].min(0).values - 0.2 * logp2)
+        expected = ((before.critic(b.obs, b.action) - target) ** 2).mean()
+    assert torch.allclose(info["losses/critic"], expected, rtol=1e-5)
