@@ -2,9 +2,10 @@
 
 (a) full pipeline: ``tmrl.envs.make_env`` on the built-in game (capture -> LIDAR -> reward) with a torch MLP
     256x256 policy forward in the loop, controls sent to the game;
-(a') the same with ``EnvConfig.priority_boost`` = 10 (nice -10 for this process's threads and the game; Linux,
-    needs root or CAP_SYS_NICE), to show what scheduling priority buys on busy cores;
-(b) rtgym's own env (``real-time-gym-ts-v1``, the same class our env uses) around a trivial interface.
+(a') the same with ``EnvConfig.priority`` = "high" (nice -10) and = "realtime" (SCHED_FIFO for the time-step
+    thread, the game and the stepping thread); Linux, needs root or CAP_SYS_NICE;
+(b) rtgym's own env (``real-time-gym-ts-v1``, the same class our env uses) around a trivial interface, with
+    default scheduling and with its time-step thread SCHED_FIFO (the floor this machine allows).
 
 All at 20, 50 and 200 Hz, quiet and with both cores loaded by busy subprocesses this benchmark starts and stops
 (bounded by a deadline). The interval measured is between consecutive control sends (what the game feels).
@@ -22,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -29,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import RESULTS, Figure, absolute, write_results
+from tmrl.envs.priority import set_priority
 
 RATES_HZ = (20, 50, 200)
 BUSY_WORKERS = 2
-BOOST = 10  # EnvConfig.priority_boost for the "pipeline_boosted" runs (nice -10; needs root / CAP_SYS_NICE)
+VARIANTS = ("pipeline", "pipeline_high", "pipeline_realtime", "rtgym_trivial", "rtgym_trivial_realtime")
 
 
 def capture_offset(time_step: float) -> float:
@@ -95,7 +98,6 @@ class Timed:
         self._warn = warnings.catch_warnings(record=True)
         self.caught = self._warn.__enter__()
         warnings.simplefilter("always")
-        gc.collect()
         self.t0 = time.perf_counter()
         self.cpu0 = time.process_time()
         self.game0 = proc_cpu_seconds(self.game_pid) if self.game_pid else 0.0
@@ -118,6 +120,7 @@ def run_pipeline(env, policy, rate: int, steps: int) -> dict:
     env._rt.set_start_obs_capture(capture_offset(time_step))
     env.interface.control_times = times = []
     names = [c.name for c in env.observation_spec.components]
+    gc.collect()  # now, not in the middle of the measured steps
     obs, _ = env.reset()
     times.clear()
     with Timed(env.game.pid) as t:
@@ -139,7 +142,7 @@ def run_pipeline(env, policy, rate: int, steps: int) -> dict:
     }
 
 
-def run_trivial(rate: int, steps: int) -> dict:
+def run_trivial(rate: int, steps: int, *, realtime: bool = False) -> dict:
     from gymnasium import spaces
     from rtgym import DEFAULT_CONFIG_DICT, RealTimeGymInterface
     from rtgym.envs.real_time_env import RealTimeEnvTS
@@ -178,13 +181,23 @@ def run_trivial(rate: int, steps: int) -> dict:
         wait_on_done=True,
     )
     env = RealTimeEnvTS(cfg)
-    env.reset()
-    times.clear()
-    with Timed() as t:
-        for _ in range(steps):
-            env.step(np.zeros(3, np.float32))
-    env.wait()
-    env.__del__()  # ends rtgym's time-step thread
+    tids = dict(
+        pids=[os.getpid()], timestep_tid=env._at_thread.native_id, caller_tid=threading.get_native_id()
+    )
+    if realtime:
+        set_priority("realtime", **tids)
+    try:
+        gc.collect()
+        env.reset()
+        times.clear()
+        with Timed() as t:
+            for _ in range(steps):
+                env.step(np.zeros(3, np.float32))
+        env.wait()
+    finally:
+        if realtime:
+            set_priority("normal", **tids)
+        env.__del__()  # ends rtgym's time-step thread
     return {
         **stats(times, time_step),
         "timeouts": t.timeouts,
@@ -218,10 +231,8 @@ def histogram(results: dict, out: Path) -> None:
         for col, load in enumerate(("quiet", "loaded")):
             ax = axes[row][col]
             nominal = 1e3 / rate
-            for which, color in (
-                ("pipeline", "tab:blue"),
-                ("pipeline_boosted", "tab:green"),
-                ("rtgym_trivial", "tab:orange"),
+            for which, color in zip(
+                VARIANTS, ("tab:blue", "tab:green", "tab:red", "tab:orange", "tab:gray"), strict=True
             ):
                 r = results[load][str(rate)][which]
                 dev = np.asarray(r["intervals_ms"]) - nominal
@@ -275,18 +286,20 @@ def main(argv: list[str] | None = None) -> None:
                 try:
                     for rate in RATES_HZ:
                         steps = steps_for(rate, args.seconds)
-                        triv = run_trivial(rate, steps)
-                        pipe = run_pipeline(env, policy, rate, steps)
-                        env.boost_priority(BOOST)
-                        try:
-                            boosted = run_pipeline(env, policy, rate, steps)
-                        finally:
-                            env.boost_priority(-BOOST)
-                        pair = {"pipeline": pipe, "pipeline_boosted": boosted, "rtgym_trivial": triv}
+                        pair = {"rtgym_trivial": run_trivial(rate, steps)}
+                        pair["rtgym_trivial_realtime"] = run_trivial(rate, steps, realtime=True)
+                        pair["pipeline"] = run_pipeline(env, policy, rate, steps)
+                        for mode in ("high", "realtime"):
+                            env.set_priority(mode)
+                            try:
+                                pair[f"pipeline_{mode}"] = run_pipeline(env, policy, rate, steps)
+                            finally:
+                                env.set_priority("normal")
+                        pair = {k: pair[k] for k in VARIANTS}
                         results[load][str(rate)] = pair
                         for which, r in pair.items():
                             print(
-                                f"{load:6s} {rate:3d} Hz {which:16s} mean {r['mean_ms']:7.3f} std {r['std_ms']:6.3f} "
+                                f"{load:6s} {rate:3d} Hz {which:22s} mean {r['mean_ms']:7.3f} std {r['std_ms']:6.3f} "
                                 f"p50 {r['p50_ms']:7.3f} p99 {r['p99_ms']:7.3f} max {r['max_ms']:7.3f} "
                                 f"p99|dev| {r['p99_dev_ms']:6.3f} ms  timeouts {r['timeouts']:3d}  "
                                 f"cpu {r['cpu_share']:.2f}"
@@ -301,9 +314,9 @@ def main(argv: list[str] | None = None) -> None:
 
     figures: list[Figure] = []
     q20, l50 = results["quiet"]["20"], results["loaded"]["50"]
-    for which, label in (
-        ("pipeline", "pipeline"),
-        ("pipeline_boosted", f"pipeline (priority_boost={BOOST})"),
+    for which, label, base in (
+        ("pipeline", "pipeline", "rtgym_trivial"),
+        ("pipeline_realtime", "pipeline (priority=realtime)", "rtgym_trivial_realtime"),
     ):
         figures.append(
             absolute(
@@ -312,8 +325,8 @@ def main(argv: list[str] | None = None) -> None:
                 q20[which]["p99_dev_ms"],
                 0.5,
                 at_most=True,
-                anchor=q20["rtgym_trivial"]["p99_dev_ms"],
-                anchor_name="rtgym trivial interface",
+                anchor=q20[base]["p99_dev_ms"],
+                anchor_name=base.replace("_", " "),
                 note=f"1-min load average {q20[which]['loadavg_1min']:.1f} on {os.cpu_count()} cores",
             )
         )
@@ -324,8 +337,8 @@ def main(argv: list[str] | None = None) -> None:
                 l50[which]["timeouts"],
                 0,
                 at_most=True,
-                anchor=l50["rtgym_trivial"]["timeouts"],
-                anchor_name="rtgym trivial interface",
+                anchor=l50[base]["timeouts"],
+                anchor_name=base.replace("_", " "),
                 note=f"{l50[which]['n'] + 1} steps; 1-min load average {l50[which]['loadavg_1min']:.1f}",
             )
         )

@@ -184,12 +184,11 @@ class EnvConfig(BaseModel):
         description="Pause after a respawn before the first observation. None = per game: 0 on the built-in "
         "game (it respawns instantly), 1.5 s on TrackMania (TMRL's start countdown).",
     )
-    priority_boost: int = Field(
-        default=0,
-        ge=0,
-        le=20,
-        description="Linux: lower the nice value of this process's threads and of the built-in game by this "
-        "much, so the real-time path runs first on busy cores (needs root or CAP_SYS_NICE; 0 = leave as is).",
+    priority: Literal["normal", "high", "realtime"] = Field(
+        default="normal",
+        description="Linux scheduling of the real-time path, so it runs first on busy cores (needs root or "
+        "CAP_SYS_NICE): 'high' = nice -10 for this process's threads and the built-in game; 'realtime' = "
+        "SCHED_FIFO for rtgym's time-step thread, the game and the thread calling step; 'normal' = as started.",
     )
     respawn_timeout_s: float = Field(
         default=10.0,

@@ -8,6 +8,7 @@ into the action space, re-raises errors from rtgym's time-step thread, and owns 
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
@@ -19,7 +20,7 @@ from rtgym.envs.real_time_env import RealTimeEnvTS as _RtgymTS
 from tmrl.envs.config import EnvConfig
 from tmrl.envs.interface import GameInterface, interface_class
 from tmrl.envs.observations import action_space, dict_space
-from tmrl.envs.priority import adjust_priority
+from tmrl.envs.priority import Priority, set_priority
 from tmrl.envs.reward import make_reward
 from tmrl.errors import ConfigError
 from tmrl.spaces import ObservationSpec
@@ -81,21 +82,27 @@ class RealTimeEnv(gymnasium.Env):
         self.action_space = action_space()
         self._names = [c.name for c in self.spec_.components if c.name != "prev_actions"]
         self._rt = make_rtgym_env(config, self.interface)
-        self._boost = 0
         try:
-            self.boost_priority(config.priority_boost)
+            if config.priority != "normal":
+                self.set_priority(config.priority)
         except BaseException:
             self.close()
             raise
 
-    def boost_priority(self, amount: int) -> None:
-        """Lower the nice value of this process's threads and the game's by ``amount`` (negative: undo)."""
+    def set_priority(self, mode: Priority) -> None:
+        """Scheduling of the real-time path (``EnvConfig.priority``); call it from the thread that will call
+        ``step``. ``"normal"`` puts every thread of this process and of the game back to the default."""
         pids = [os.getpid()]
         game_pid = getattr(self.game, "pid", None)
         if isinstance(game_pid, int):
             pids.append(game_pid)
-        adjust_priority(pids, amount)
-        self._boost += amount
+        thread = getattr(self._rt, "_at_thread", None) if isinstance(self._rt, _RtgymTS) else None
+        set_priority(
+            mode,
+            pids=pids,
+            timestep_tid=getattr(thread, "native_id", None),
+            caller_tid=threading.get_native_id(),
+        )
 
     @property
     def observation_spec(self) -> ObservationSpec:
