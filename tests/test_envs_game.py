@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,30 @@ def test_respawn_timeout_is_a_game_error(game, tmp_path: Path) -> None:
             env.reset()
     finally:
         env.close()
+
+
+def _policy_of(tid: int) -> int:
+    return os.sched_getscheduler(tid)
+
+
+def test_realtime_priority(game, reward_file: Path) -> None:
+    """priority='realtime': SCHED_FIFO for rtgym's time-step thread, the game and the stepping thread."""
+    env = RealTimeEnv(env_config(reward_file), game, track_seed=SEED, owns_game=False)
+    try:
+        try:
+            env.set_priority("realtime")
+        except GameError as exc:  # without root / CAP_SYS_NICE: one clear line
+            assert "needs root or CAP_SYS_NICE" in str(exc)
+            return
+        timestep = env._rt._at_thread.native_id
+        assert _policy_of(timestep) == os.SCHED_FIFO
+        assert _policy_of(threading.get_native_id()) == os.SCHED_FIFO
+        assert all(_policy_of(int(t)) == os.SCHED_FIFO for t in os.listdir(f"/proc/{game.pid}/task"))
+        env.reset()
+        for _ in range(3):
+            env.step(np.zeros(3))
+    finally:
+        env.set_priority("normal")
+        env.close()
+    assert _policy_of(threading.get_native_id()) == os.SCHED_OTHER
+    assert all(_policy_of(int(t)) == os.SCHED_OTHER for t in os.listdir(f"/proc/{game.pid}/task"))
