@@ -410,12 +410,20 @@ def test_sample_rejects_bad_out_and_empty_ring() -> None:
     out = ring.alloc_batch(4)
     with pytest.raises(ValueError, match=r"obs.lidar.* must have shape \(5, 4, 19\), not \(4, 4, 19\)"):
         ring.sample(5, out=out)
-    bad = {**out, "obs.lidar": np.zeros((4, 4, 19), np.float64)}
+    bad = {
+        **out,
+        "obs.lidar": np.zeros((4, 4, 19), np.float64),
+        "next_obs.lidar": np.zeros((4, 4, 19), np.float32),
+    }
     with pytest.raises(TypeError, match="obs.lidar"):
         ring.sample(4, out=bad)
-    aliased = {**out, "next_obs.lidar": out["obs.lidar"]}
-    with pytest.raises(ValueError, match="next_obs.lidar"):
+    plain = np.zeros((4, 4, 19), np.float32)
+    aliased = {**out, "obs.lidar": plain, "next_obs.lidar": plain}
+    with pytest.raises(ValueError, match="next_obs.lidar.*cannot be written"):
         ring.sample(4, out=aliased)
+    not_window = {**out, "next_obs.lidar": out["obs.lidar"]}
+    with pytest.raises(ValueError, match="obs.lidar.*window"):
+        ring.sample(4, out=not_window)
     missing = {k: v for k, v in out.items() if k != "truncated"}
     with pytest.raises(ValueError, match="truncated"):
         ring.sample(4, out=missing)
@@ -501,3 +509,28 @@ def test_large_ring_allocates_lazily() -> None:
     with tempfile.TemporaryDirectory() as d:
         ring.save(Path(d) / "empty")
         assert ReplayRing.load(Path(d) / "empty").capacity == 1_000_000
+
+
+def test_window_and_split_outputs_agree() -> None:
+    """alloc_batch's window views and plain C-contiguous arrays receive the same minibatch."""
+    comps: list[Comp] = [
+        ("lidar", (19,), "float32", 4),
+        ("img", (3, 5), "uint8", 3),
+        ("speed", (1,), "float32", 1),
+    ]
+    rings = [ReplayRing(40, comps, 2, seed=9) for _ in range(2)]
+    rng = np.random.default_rng(3)
+    total = 0
+    for j in range(12):
+        b = make_batch(rng, comps, 2, total, [j % 4 == 0] + [False] * 4)
+        total += 5
+        for ring in rings:
+            append(ring, j % 2, b)
+    win = rings[0].alloc_batch(64)
+    assert not win["obs.lidar"].flags.c_contiguous
+    assert np.shares_memory(win["obs.img"], win["next_obs.img"])
+    split = {k: np.ascontiguousarray(v) for k, v in rings[1].alloc_batch(64).items()}
+    for _ in range(3):
+        a, b2 = rings[0].sample(64, out=win), rings[1].sample(64, out=split)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b2[key], err_msg=key)

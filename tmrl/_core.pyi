@@ -179,9 +179,13 @@ class ReplayRing:
     ) -> dict[str, NDArray[np.generic]]:
         """Uniformly sample ``batch_size`` valid transitions (with replacement). Returns (or fills ``out``,
         preallocated by ``alloc_batch``, and returns it) the keys ``obs.<name>``, ``next_obs.<name>``, ``action``,
-        ``reward``, ``terminated``, ``truncated``. Raises ValueError when no valid transition is stored."""
+        ``reward``, ``terminated``, ``truncated``. ``out`` may also hold plain C-contiguous arrays of the same
+        shapes and dtypes. Raises ValueError when no valid transition is stored."""
     def alloc_batch(self, batch_size: int) -> dict[str, NDArray[np.generic]]:
-        """Preallocated (zeroed) output arrays for ``sample(batch_size, out=...)``."""
+        """Preallocated (zeroed) output arrays for ``sample(batch_size, out=...)``. For a component with history
+        K > 1, ``obs.<name>`` and ``next_obs.<name>`` are the views ``w[:, :K]`` and ``w[:, 1:]`` of one
+        (B, K+1, *shape) array ``w`` (they share K-1 steps, so each step is copied once); they are not
+        C-contiguous (``torch.from_numpy`` accepts them; use ``reshape``/``flatten``, not ``view``)."""
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write raw little-endian arrays + a versioned JSON header (with checksums) to ``directory`` atomically:
         written under ``<directory>.tmp-<pid>``, then renamed into place; an existing save there is replaced

@@ -6,7 +6,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tmrl_core::replay::{
-    BatchIn, ColumnIn, ColumnOut, ComponentSpec, Dtype, ReplayRing, RingSpec, SampleOut, Xoshiro256,
+    BatchIn, ColumnIn, ColumnOut, CompOut, ComponentSpec, Dtype, ReplayRing, RingSpec, SampleOut,
+    Xoshiro256,
 };
 
 const STREAMS: u64 = 3;
@@ -83,7 +84,6 @@ struct Out {
     x: Vec<f32>,
     nx: Vec<f32>,
     img: Vec<u8>,
-    nimg: Vec<u8>,
     action: Vec<f32>,
     reward: Vec<f32>,
     term: Vec<bool>,
@@ -95,8 +95,7 @@ impl Out {
         Self {
             x: vec![0.0; BATCH * K * 3],
             nx: vec![0.0; BATCH * K * 3],
-            img: vec![0; BATCH * 2 * IMG],
-            nimg: vec![0; BATCH * 2 * IMG],
+            img: vec![0; BATCH * 3 * IMG],
             action: vec![0.0; BATCH * 3],
             reward: vec![0.0; BATCH],
             term: vec![false; BATCH],
@@ -106,8 +105,14 @@ impl Out {
 
     fn sample(&mut self, ring: &ReplayRing) {
         let mut out = SampleOut {
-            obs: vec![ColumnOut::F32(&mut self.x), ColumnOut::U8(&mut self.img)],
-            next_obs: vec![ColumnOut::F32(&mut self.nx), ColumnOut::U8(&mut self.nimg)],
+            comps: vec![
+                CompOut::Split {
+                    obs: ColumnOut::F32(&mut self.x),
+                    next_obs: ColumnOut::F32(&mut self.nx),
+                },
+                // img as one (B, 3, IMG) window: obs = steps 0..2, next_obs = steps 1..3
+                CompOut::Window(ColumnOut::U8(&mut self.img)),
+            ],
             action: &mut self.action,
             reward: &mut self.reward,
             terminated: &mut self.term,
@@ -122,7 +127,6 @@ impl Out {
             x,
             nx,
             img,
-            nimg,
             action,
             reward,
             term,
@@ -172,7 +176,7 @@ impl Out {
             }
             // img history 2: the newest two steps of x's chain, every byte consistent (no torn rows).
             for (k, hk) in [(0, h[K - 2]), (1, h[K - 1])] {
-                let row = &img[(i * 2 + k) * IMG..(i * 2 + k + 1) * IMG];
+                let row = &img[(i * 3 + k) * IMG..(i * 3 + k + 1) * IMG];
                 for (j, &b) in row.iter().enumerate() {
                     assert_eq!(
                         b,
@@ -181,7 +185,7 @@ impl Out {
                     );
                 }
             }
-            let row = &nimg[(i * 2 + 1) * IMG..(i * 2 + 2) * IMG];
+            let row = &img[(i * 3 + 2) * IMG..(i * 3 + 3) * IMG];
             for (j, &b) in row.iter().enumerate() {
                 assert_eq!(
                     b,

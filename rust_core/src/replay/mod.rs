@@ -246,30 +246,58 @@ pub struct BatchIn<'a> {
     pub first: &'a [bool],
 }
 
+/// Where one component's sampled histories go.
+#[derive(Debug)]
+pub enum CompOut<'a> {
+    /// Two arrays of `batch * K * row_len` elements: obs (B, K, *shape) and next_obs (B, K, *shape).
+    Split {
+        obs: ColumnOut<'a>,
+        next_obs: ColumnOut<'a>,
+    },
+    /// One array of `batch * (K + 1) * row_len` elements, (B, K+1, *shape): obs = window[:, :K] and
+    /// next_obs = window[:, 1:] share their K-1 common steps, so each step is copied once.
+    Window(ColumnOut<'a>),
+}
+
 /// Destination of one sampled minibatch of B transitions (B = `reward.len()`), columnar, in spec order.
 #[derive(Debug)]
 pub struct SampleOut<'a> {
-    pub obs: Vec<ColumnOut<'a>>,
-    pub next_obs: Vec<ColumnOut<'a>>,
+    pub comps: Vec<CompOut<'a>>,
     pub action: &'a mut [f32],
     pub reward: &'a mut [f32],
     pub terminated: &'a mut [bool],
     pub truncated: &'a mut [bool],
 }
 
+/// Per-row metadata in one record, so a row's links and scalars share a cache line (and its neighbours').
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+struct Meta {
+    /// Absolute row number of the predecessor in the same episode, or NONE.
+    prev: u64,
+    /// Absolute row number of the successor in the same episode, or NONE.
+    next: u64,
+    reward: f32,
+    terminated: bool,
+    truncated: bool,
+    first: bool,
+}
+
+const EMPTY: Meta = Meta {
+    prev: NONE,
+    next: NONE,
+    reward: 0.0,
+    terminated: false,
+    truncated: false,
+    first: false,
+};
+
 /// Everything behind the lock.
 #[derive(Debug)]
 struct Storage {
     columns: Vec<Column>,
     action: Vec<f32>,
-    reward: Vec<f32>,
-    terminated: Vec<bool>,
-    truncated: Vec<bool>,
-    first: Vec<bool>,
-    /// Absolute row number of the predecessor in the same episode, or NONE.
-    prev: Vec<u64>,
-    /// Absolute row number of the successor in the same episode, or NONE.
-    next: Vec<u64>,
+    meta: Vec<Meta>,
     /// Rows appended since creation.
     total: u64,
     /// Stored rows that have a successor (= valid transition starts).
@@ -288,16 +316,125 @@ impl Storage {
                 .map(|c| Column::zeros(c.dtype, cap * c.row_len()))
                 .collect(),
             action: vec![0.0; cap * spec.action_dim],
-            reward: vec![0.0; cap],
-            terminated: vec![false; cap],
-            truncated: vec![false; cap],
-            first: vec![false; cap],
-            prev: vec![NONE; cap],
-            next: vec![NONE; cap],
+            meta: vec![EMPTY; cap],
             total: 0,
             valid: 0,
             streams: HashMap::new(),
         }
+    }
+}
+
+/// How many transitions ahead the sampler prefetches.
+const PREFETCH: usize = 8;
+
+/// A cache hint: start loading the line holding `p`. Never faults, whatever the address.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint without architectural effect; SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetches the first lines of `len` elements starting at `src[start]` (at most 16 lines).
+#[inline(always)]
+fn prefetch_span<T>(src: &[T], start: usize, len: usize) {
+    let bytes = (len * std::mem::size_of::<T>()).min(16 * 64);
+    let base = src.as_ptr().wrapping_add(start) as *const u8;
+    for off in (0..bytes).step_by(64) {
+        prefetch(base.wrapping_add(off));
+    }
+}
+
+/// Copies the rows at `slots` of `src` (`row` elements each) into `dst`, in one memcpy when consecutive.
+#[inline(always)]
+fn copy_rows<T: Copy>(src: &[T], dst: &mut [T], slots: &[usize], row: usize) {
+    let first = slots[0];
+    let consecutive = slots.iter().enumerate().all(|(j, &s)| s == first + j);
+    if consecutive {
+        dst.copy_from_slice(&src[first * row..(first + slots.len()) * row]);
+    } else {
+        for (d, &s) in dst.chunks_exact_mut(row).zip(slots) {
+            d.copy_from_slice(&src[s * row..(s + 1) * row]);
+        }
+    }
+}
+
+/// Prefetches the stored rows of one transition's window of slots.
+#[inline(always)]
+fn prefetch_window<T>(src: &[T], slots: &[usize], row: usize) {
+    let (first, last) = (slots[0], slots[slots.len() - 1]);
+    if last >= first && last - first < slots.len() {
+        prefetch_span(src, first * row, (last - first + 1) * row);
+    } else {
+        for &s in slots {
+            prefetch_span(src, s * row, row);
+        }
+    }
+}
+
+/// Writes one component's histories as separate obs / next_obs arrays. `chains` holds, per transition,
+/// `w` slots oldest first ending with the sampled row and its successor; the component uses the last k+1.
+fn gather_split<T: Copy>(
+    src: &[T],
+    obs: &mut [T],
+    next: &mut [T],
+    chains: &[usize],
+    w: usize,
+    k: usize,
+    row: usize,
+) {
+    let b = chains.len() / w;
+    for i in 0..b {
+        if i + PREFETCH < b {
+            prefetch_window(
+                src,
+                &chains[(i + PREFETCH) * w + w - 1 - k..(i + PREFETCH + 1) * w],
+                row,
+            );
+        }
+        let c = &chains[i * w + w - 1 - k..(i + 1) * w];
+        if k == 1 {
+            obs[i * row..(i + 1) * row].copy_from_slice(&src[c[0] * row..(c[0] + 1) * row]);
+            next[i * row..(i + 1) * row].copy_from_slice(&src[c[1] * row..(c[1] + 1) * row]);
+            continue;
+        }
+        let o = &mut obs[i * k * row..(i + 1) * k * row];
+        copy_rows(src, o, &c[..k], row);
+        let n = &mut next[i * k * row..(i + 1) * k * row];
+        n[..(k - 1) * row].copy_from_slice(&o[row..]);
+        n[(k - 1) * row..].copy_from_slice(&src[c[k] * row..(c[k] + 1) * row]);
+    }
+}
+
+/// Writes one component's histories as one (B, K+1, row) window.
+fn gather_window<T: Copy>(
+    src: &[T],
+    win: &mut [T],
+    chains: &[usize],
+    w: usize,
+    k: usize,
+    row: usize,
+) {
+    let b = chains.len() / w;
+    for i in 0..b {
+        if i + PREFETCH < b {
+            prefetch_window(
+                src,
+                &chains[(i + PREFETCH) * w + w - 1 - k..(i + PREFETCH + 1) * w],
+                row,
+            );
+        }
+        let c = &chains[i * w + w - 1 - k..(i + 1) * w];
+        copy_rows(
+            src,
+            &mut win[i * (k + 1) * row..(i + 1) * (k + 1) * row],
+            c,
+            row,
+        );
     }
 }
 
@@ -442,44 +579,33 @@ impl ReplayRing {
                 }
             }
             put(&mut st.action, b.action, a, run_slot, run_start, run_len);
-            put(&mut st.reward, b.reward, 1, run_slot, run_start, run_len);
-            put(
-                &mut st.terminated,
-                b.terminated,
-                1,
-                run_slot,
-                run_start,
-                run_len,
-            );
-            put(
-                &mut st.truncated,
-                b.truncated,
-                1,
-                run_slot,
-                run_start,
-                run_len,
-            );
         }
         // Metadata, row by row: evict the old occupant, then link the new row into its stream.
         let mut last = st.streams.get(&stream).copied();
         for i in 0..n {
             let r = st.total;
             let s = (r % cap as u64) as usize;
-            if st.next[s] != NONE {
+            if st.meta[s].next != NONE {
                 st.valid -= 1; // the evicted row was a valid start
             }
-            let is_first = b.first[start + i];
-            st.first[s] = is_first;
-            st.next[s] = NONE;
-            st.prev[s] = NONE;
+            let j = start + i;
+            let mut m = Meta {
+                prev: NONE,
+                next: NONE,
+                reward: b.reward[j],
+                terminated: b.terminated[j],
+                truncated: b.truncated[j],
+                first: b.first[j],
+            };
             if let Some(l) = last {
                 // The stream's previous row is linked only inside an episode and only while it is stored.
-                if !is_first && l + cap as u64 > r {
-                    st.prev[s] = l;
-                    st.next[(l % cap as u64) as usize] = r;
+                if !m.first && l + cap as u64 > r {
+                    m.prev = l;
+                    st.meta[(l % cap as u64) as usize].next = r;
                     st.valid += 1;
                 }
             }
+            st.meta[s] = m;
             last = Some(r);
             st.total = r + 1;
         }
@@ -496,24 +622,40 @@ impl ReplayRing {
             )))
         };
         let nc = self.spec.components.len();
-        if out.obs.len() != nc || out.next_obs.len() != nc {
+        if out.comps.len() != nc {
             return Err(CoreError::Value(format!(
-                "sample: out must hold {nc} obs and {nc} next_obs components"
+                "sample: out must hold {nc} components, not {}",
+                out.comps.len()
             )));
         }
-        for (prefix, cols) in [("obs", &out.obs), ("next_obs", &out.next_obs)] {
-            for (c, col) in self.spec.components.iter().zip(cols.iter()) {
+        for (c, comp) in self.spec.components.iter().zip(&out.comps) {
+            let k = c.history;
+            let cols: Vec<(String, &ColumnOut<'_>, usize)> = match comp {
+                CompOut::Split { obs, next_obs } => vec![
+                    (format!("obs.{}", c.name), obs, k),
+                    (format!("next_obs.{}", c.name), next_obs, k),
+                ],
+                CompOut::Window(win) => {
+                    if k < 2 {
+                        return Err(CoreError::Value(format!(
+                            "sample: component {:?} has history 1: it cannot be sampled into a window",
+                            c.name
+                        )));
+                    }
+                    vec![(format!("window of {}", c.name), win, k + 1)]
+                }
+            };
+            for (what, col, steps) in cols {
                 if col.dtype() != c.dtype {
                     return Err(CoreError::Dtype(format!(
-                        "sample: out[\"{prefix}.{}\"] must be {}, not {}",
-                        c.name,
+                        "sample: out[{what:?}] must be {}, not {}",
                         c.dtype.name(),
                         col.dtype().name()
                     )));
                 }
-                let want = b * c.history * c.row_len();
+                let want = b * steps * c.row_len();
                 if col.len() != want {
-                    return shape(&format!("{prefix}.{}", c.name), col.len(), want);
+                    return shape(&format!("{what:?}"), col.len(), want);
                 }
             }
         }
@@ -531,25 +673,27 @@ impl ReplayRing {
         Ok(b)
     }
 
-    /// Picks `b` valid transition starts uniformly (with replacement).
-    fn pick(&self, st: &Storage, rng: &mut Xoshiro256, b: usize) -> Vec<u64> {
-        let cap = self.spec.capacity as u64;
-        let len = st.total.min(cap);
-        let oldest = st.total - len;
+    /// Picks the slots of `b` valid transition starts, uniformly with replacement. Stored rows and slots
+    /// correspond one to one, so a uniform stored slot is a uniform stored row.
+    fn pick(&self, st: &Storage, rng: &mut Xoshiro256, b: usize) -> Vec<usize> {
+        let len = st.total.min(self.spec.capacity as u64);
         if st.valid * 8 >= len {
-            // Dense: rejection sampling over stored rows (expected <= 8 draws per pick).
-            (0..b)
-                .map(|_| loop {
-                    let r = oldest + rng.below(len);
-                    if st.next[(r % cap) as usize] != NONE {
-                        break r;
-                    }
-                })
-                .collect()
+            // Dense: rejection sampling (expected <= 8 draws per pick). The candidates are drawn first so
+            // their metadata can be prefetched; an invalid one is replaced by fresh draws until valid.
+            let mut slots: Vec<usize> = (0..b).map(|_| rng.below(len) as usize).collect();
+            for i in 0..b {
+                if let Some(&ahead) = slots.get(i + PREFETCH) {
+                    prefetch(&st.meta[ahead]);
+                }
+                while st.meta[slots[i]].next == NONE {
+                    slots[i] = rng.below(len) as usize;
+                }
+            }
+            slots
         } else {
             // Sparse (e.g. many one-step episodes): list the valid starts once.
-            let starts: Vec<u64> = (oldest..st.total)
-                .filter(|&r| st.next[(r % cap) as usize] != NONE)
+            let starts: Vec<usize> = (0..len as usize)
+                .filter(|&s| st.meta[s].next != NONE)
                 .collect();
             (0..b)
                 .map(|_| starts[rng.below(starts.len() as u64) as usize])
@@ -558,6 +702,9 @@ impl ReplayRing {
     }
 
     /// Samples `out.reward.len()` valid transitions uniformly into `out`.
+    ///
+    /// Three passes over the minibatch, each prefetching a few transitions ahead: rebuild every history as a
+    /// chain of slots (following predecessor links), then copy component by component, then the scalars.
     pub fn sample(&self, out: &mut SampleOut<'_>) -> CoreResult<()> {
         let b = self.check_out(out)?;
         let mut rng = self.rng.lock().split();
@@ -572,68 +719,86 @@ impl ReplayRing {
         if b == 0 {
             return Ok(());
         }
-        let rows = self.pick(&st, &mut rng, b);
+        let slots = self.pick(&st, &mut rng, b);
         let cap = self.spec.capacity as u64;
         let oldest = st.total - st.total.min(cap);
         let kmax = self.spec.max_history();
-        let a = self.spec.action_dim;
-        let slot = |r: u64| (r % cap) as usize;
-        // chain[kmax] = successor, chain[kmax-1] = the sampled row, then its predecessors (oldest first).
-        let mut chain = vec![0u64; kmax + 1];
-        for (i, &t) in rows.iter().enumerate() {
-            chain[kmax] = st.next[slot(t)];
-            chain[kmax - 1] = t;
+        let w = kmax + 1;
+        // Per transition, w slots: [.., predecessors oldest first, sampled row, successor].
+        // Slot of a stored row r without a division: r = total - d with 0 < d <= capacity.
+        let (total, top) = (st.total, (st.total % cap) as usize);
+        let slot = |r: u64| {
+            let d = (total - r) as usize;
+            if top >= d {
+                top - d
+            } else {
+                top + self.spec.capacity - d
+            }
+        };
+        let mut chains = vec![0usize; b * w];
+        for (i, c) in chains.chunks_exact_mut(w).enumerate() {
+            if let Some(&ahead) = slots.get(i + PREFETCH) {
+                prefetch(&st.meta[ahead]);
+                prefetch(&st.meta[ahead.saturating_sub(kmax - 1)]);
+            }
+            let t = slots[i];
+            c[kmax] = slot(st.meta[t].next);
+            c[kmax - 1] = t;
             for k in (0..kmax - 1).rev() {
-                let cur = chain[k + 1];
-                let p = st.prev[slot(cur)];
-                chain[k] = if p != NONE && p >= oldest { p } else { cur };
+                let cur = c[k + 1];
+                let p = st.meta[cur].prev;
+                c[k] = if p != NONE && p >= oldest {
+                    slot(p)
+                } else {
+                    cur
+                };
             }
-            for (ci, c) in self.spec.components.iter().enumerate() {
-                let k = c.history;
-                let row = c.row_len();
-                let hist = &chain[kmax - k..];
-                match (&st.columns[ci], &mut out.obs[ci], &mut out.next_obs[ci]) {
-                    (Column::U8(src), ColumnOut::U8(o), ColumnOut::U8(no)) => {
-                        gather(src, o, no, hist, i, row, slot)
-                    }
-                    (Column::F32(src), ColumnOut::F32(o), ColumnOut::F32(no)) => {
-                        gather(src, o, no, hist, i, row, slot)
-                    }
-                    _ => unreachable!("dtypes checked in check_out"),
+        }
+        for ((c, col), dst) in self
+            .spec
+            .components
+            .iter()
+            .zip(&st.columns)
+            .zip(out.comps.iter_mut())
+        {
+            let (k, row) = (c.history, c.row_len());
+            match (col, dst) {
+                (
+                    Column::U8(src),
+                    CompOut::Split {
+                        obs: ColumnOut::U8(o),
+                        next_obs: ColumnOut::U8(n),
+                    },
+                ) => gather_split(src, o, n, &chains, w, k, row),
+                (
+                    Column::F32(src),
+                    CompOut::Split {
+                        obs: ColumnOut::F32(o),
+                        next_obs: ColumnOut::F32(n),
+                    },
+                ) => gather_split(src, o, n, &chains, w, k, row),
+                (Column::U8(src), CompOut::Window(ColumnOut::U8(win))) => {
+                    gather_window(src, win, &chains, w, k, row)
                 }
+                (Column::F32(src), CompOut::Window(ColumnOut::F32(win))) => {
+                    gather_window(src, win, &chains, w, k, row)
+                }
+                _ => unreachable!("dtypes checked in check_out"),
             }
-            let s = slot(t);
-            out.action[i * a..(i + 1) * a].copy_from_slice(&st.action[s * a..(s + 1) * a]);
-            out.reward[i] = st.reward[s];
-            out.terminated[i] = st.terminated[s];
-            out.truncated[i] = st.truncated[s];
+        }
+        let a = self.spec.action_dim;
+        for (i, &t) in slots.iter().enumerate() {
+            if let Some(&ahead) = slots.get(i + PREFETCH) {
+                prefetch(&st.action[ahead * a]);
+            }
+            out.action[i * a..(i + 1) * a].copy_from_slice(&st.action[t * a..(t + 1) * a]);
+            let m = &st.meta[t];
+            out.reward[i] = m.reward;
+            out.terminated[i] = m.terminated;
+            out.truncated[i] = m.truncated;
         }
         Ok(())
     }
-}
-
-/// Writes transition `i`'s history of one component: obs = rows hist[0..k], next_obs = rows hist[1..=k].
-/// next_obs shares k-1 steps with obs, copied from the (cache-hot) obs output rather than the ring.
-#[inline]
-fn gather<T: Copy>(
-    src: &[T],
-    obs: &mut [T],
-    next_obs: &mut [T],
-    hist: &[u64],
-    i: usize,
-    row: usize,
-    slot: impl Fn(u64) -> usize,
-) {
-    let k = hist.len() - 1;
-    let o = &mut obs[i * k * row..(i + 1) * k * row];
-    for (j, &r) in hist[..k].iter().enumerate() {
-        let s = slot(r);
-        o[j * row..(j + 1) * row].copy_from_slice(&src[s * row..(s + 1) * row]);
-    }
-    let no = &mut next_obs[i * k * row..(i + 1) * k * row];
-    no[..(k - 1) * row].copy_from_slice(&o[row..]);
-    let s = slot(hist[k]);
-    no[(k - 1) * row..].copy_from_slice(&src[s * row..(s + 1) * row]);
 }
 
 #[cfg(test)]

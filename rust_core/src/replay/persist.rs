@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use super::{Column, ComponentSpec, Dtype, ReplayRing, RingSpec, Storage, Xoshiro256, NONE};
+use super::{Column, ComponentSpec, Dtype, Meta, ReplayRing, RingSpec, Storage, Xoshiro256, NONE};
 use crate::error::{CoreError, CoreResult};
 
 pub const FORMAT: &str = "tmrl.replay_ring";
@@ -256,12 +256,17 @@ impl ReplayRing {
             &st.action[..len * spec.action_dim],
             &mut sums,
         )?;
-        write_array(tmp, "reward.bin", &st.reward[..len], &mut sums)?;
-        write_array(tmp, "terminated.bin", &st.terminated[..len], &mut sums)?;
-        write_array(tmp, "truncated.bin", &st.truncated[..len], &mut sums)?;
-        write_array(tmp, "first.bin", &st.first[..len], &mut sums)?;
-        write_array(tmp, "prev.bin", &st.prev[..len], &mut sums)?;
-        write_array(tmp, "next.bin", &st.next[..len], &mut sums)?;
+        let meta = &st.meta[..len];
+        let field = |f: fn(&Meta) -> bool| meta.iter().map(f).collect::<Vec<bool>>();
+        let reward: Vec<f32> = meta.iter().map(|m| m.reward).collect();
+        write_array(tmp, "reward.bin", &reward, &mut sums)?;
+        write_array(tmp, "terminated.bin", &field(|m| m.terminated), &mut sums)?;
+        write_array(tmp, "truncated.bin", &field(|m| m.truncated), &mut sums)?;
+        write_array(tmp, "first.bin", &field(|m| m.first), &mut sums)?;
+        let prev: Vec<u64> = meta.iter().map(|m| m.prev).collect();
+        write_array(tmp, "prev.bin", &prev, &mut sums)?;
+        let next: Vec<u64> = meta.iter().map(|m| m.next).collect();
+        write_array(tmp, "next.bin", &next, &mut sums)?;
         let mut streams: Vec<(u64, u64)> = st.streams.iter().map(|(&s, &l)| (s, l)).collect();
         streams.sort_unstable();
         let header = Header {
@@ -370,17 +375,25 @@ impl ReplayRing {
             &mut st.action[..len * spec.action_dim],
             &h.checksums,
         )?;
-        read_array(dir, "reward.bin", &mut st.reward[..len], &h.checksums)?;
-        read_array(
-            dir,
-            "terminated.bin",
-            &mut st.terminated[..len],
-            &h.checksums,
-        )?;
-        read_array(dir, "truncated.bin", &mut st.truncated[..len], &h.checksums)?;
-        read_array(dir, "first.bin", &mut st.first[..len], &h.checksums)?;
-        read_array(dir, "prev.bin", &mut st.prev[..len], &h.checksums)?;
-        read_array(dir, "next.bin", &mut st.next[..len], &h.checksums)?;
+        let (mut reward, mut prev, mut next) = (vec![0f32; len], vec![0u64; len], vec![0u64; len]);
+        let (mut terminated, mut truncated, mut first) =
+            (vec![false; len], vec![false; len], vec![false; len]);
+        read_array(dir, "reward.bin", &mut reward, &h.checksums)?;
+        read_array(dir, "terminated.bin", &mut terminated, &h.checksums)?;
+        read_array(dir, "truncated.bin", &mut truncated, &h.checksums)?;
+        read_array(dir, "first.bin", &mut first, &h.checksums)?;
+        read_array(dir, "prev.bin", &mut prev, &h.checksums)?;
+        read_array(dir, "next.bin", &mut next, &h.checksums)?;
+        for (i, m) in st.meta[..len].iter_mut().enumerate() {
+            *m = Meta {
+                prev: prev[i],
+                next: next[i],
+                reward: reward[i],
+                terminated: terminated[i],
+                truncated: truncated[i],
+                first: first[i],
+            };
+        }
         st.total = h.total_appended;
         st.valid =
             check_links(&st, cap).map_err(|m| io_err(&dir.join("next.bin"), "corrupt links", m))?;
@@ -411,17 +424,17 @@ impl ReplayRing {
 fn check_links(st: &Storage, cap: u64) -> Result<u64, String> {
     let len = st.total.min(cap);
     let oldest = st.total - len;
+    let slot = |r: u64| (r % cap) as usize;
     let mut valid = 0;
     for r in oldest..st.total {
-        let s = (r % cap) as usize;
-        let (p, n) = (st.prev[s], st.next[s]);
-        if p != NONE && (p >= r || st.first[s] || (p >= oldest && st.next[(p % cap) as usize] != r))
-        {
+        let m = &st.meta[slot(r)];
+        let (p, n) = (m.prev, m.next);
+        if p != NONE && (p >= r || m.first || (p >= oldest && st.meta[slot(p)].next != r)) {
             return Err(format!("row {r} has an impossible predecessor {p}"));
         }
         if n != NONE {
-            let ns = (n % cap) as usize;
-            if n <= r || n >= st.total || st.prev[ns] != r || st.first[ns] {
+            let nm = &st.meta[slot(n)];
+            if n <= r || n >= st.total || nm.prev != r || nm.first {
                 return Err(format!("row {r} has an impossible successor {n}"));
             }
             valid += 1;

@@ -1,7 +1,6 @@
 //! A small, seedable, splittable PRNG (xoshiro256++) for uniform sampling.
 
-/// xoshiro256++ (Blackman & Vigna): fast, 256 bits of state, with a `jump` that skips 2^128 draws so that
-/// concurrent samplers each get a non-overlapping stream.
+/// xoshiro256++ (Blackman & Vigna): fast, 256 bits of state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Xoshiro256 {
     s: [u64; 4],
@@ -78,33 +77,10 @@ impl Xoshiro256 {
         (m >> 64) as u64
     }
 
-    /// Advances the state by 2^128 draws.
-    pub fn jump(&mut self) {
-        const JUMP: [u64; 4] = [
-            0x180e_c6d3_3cfd_0aba,
-            0xd5a6_1266_f0c9_392c,
-            0xa958_2618_e03f_c9aa,
-            0x39ab_dc45_29b1_661c,
-        ];
-        let mut acc = [0u64; 4];
-        for word in JUMP {
-            for bit in 0..64 {
-                if word & (1u64 << bit) != 0 {
-                    for (a, s) in acc.iter_mut().zip(self.s.iter()) {
-                        *a ^= *s;
-                    }
-                }
-                self.next_u64();
-            }
-        }
-        self.s = acc;
-    }
-
-    /// A child generator for one sampling call: a copy of this state, after which this one jumps ahead.
+    /// A child generator for one sampling call, seeded from this one's next draw (cheap and reproducible;
+    /// concurrent samplers get distinct, statistically independent streams).
     pub fn split(&mut self) -> Self {
-        let child = self.clone();
-        self.jump();
-        child
+        Self::from_seed(self.next_u64())
     }
 }
 

@@ -102,15 +102,19 @@ fn sample(ring: &ReplayRing, b: usize) -> CoreResult<Out> {
         truncated: vec![false; b],
     };
     ring.sample(&mut SampleOut {
-        obs: vec![
-            ColumnOut::F32(&mut o.x),
-            ColumnOut::U8(&mut o.img),
-            ColumnOut::F32(&mut o.s),
-        ],
-        next_obs: vec![
-            ColumnOut::F32(&mut o.nx),
-            ColumnOut::U8(&mut o.nimg),
-            ColumnOut::F32(&mut o.ns),
+        comps: vec![
+            CompOut::Split {
+                obs: ColumnOut::F32(&mut o.x),
+                next_obs: ColumnOut::F32(&mut o.nx),
+            },
+            CompOut::Split {
+                obs: ColumnOut::U8(&mut o.img),
+                next_obs: ColumnOut::U8(&mut o.nimg),
+            },
+            CompOut::Split {
+                obs: ColumnOut::F32(&mut o.s),
+                next_obs: ColumnOut::F32(&mut o.ns),
+            },
         ],
         action: &mut o.action,
         reward: &mut o.reward,
@@ -266,6 +270,62 @@ fn sparse_rings_sample_from_the_valid_list() {
     for i in 0..20 {
         assert_eq!(check(&o, i).1, 98);
     }
+}
+
+#[test]
+fn window_outputs_match_split_outputs() {
+    let make = || {
+        let ring = ReplayRing::new(spec(12), Some(21));
+        append(&ring, 1, &steps(1, 0, 9, &[0, 5])).unwrap();
+        append(&ring, 2, &steps(2, 0, 6, &[0])).unwrap();
+        ring
+    };
+    let (a, b) = (make(), make());
+    for _ in 0..3 {
+        let split = sample(&a, 40).unwrap();
+        let (mut xw, mut imgw) = (vec![0f32; 40 * 4 * 2], vec![0u8; 40 * 3 * 3]);
+        let (mut s, mut ns) = (vec![0f32; 40], vec![0f32; 40]);
+        let (mut action, mut reward) = (vec![0f32; 40 * A], vec![0f32; 40]);
+        let (mut term, mut trunc) = (vec![false; 40], vec![false; 40]);
+        b.sample(&mut SampleOut {
+            comps: vec![
+                CompOut::Window(ColumnOut::F32(&mut xw)),
+                CompOut::Window(ColumnOut::U8(&mut imgw)),
+                CompOut::Split {
+                    obs: ColumnOut::F32(&mut s),
+                    next_obs: ColumnOut::F32(&mut ns),
+                },
+            ],
+            action: &mut action,
+            reward: &mut reward,
+            terminated: &mut term,
+            truncated: &mut trunc,
+        })
+        .unwrap();
+        assert_eq!((&split.s, &split.ns, &split.action), (&s, &ns, &action));
+        for i in 0..40 {
+            assert_eq!(&split.x[i * 6..(i + 1) * 6], &xw[i * 8..i * 8 + 6]);
+            assert_eq!(&split.nx[i * 6..(i + 1) * 6], &xw[i * 8 + 2..(i + 1) * 8]);
+            assert_eq!(&split.img[i * 6..(i + 1) * 6], &imgw[i * 9..i * 9 + 6]);
+            assert_eq!(
+                &split.nimg[i * 6..(i + 1) * 6],
+                &imgw[i * 9 + 3..(i + 1) * 9]
+            );
+        }
+    }
+    let mut tiny = vec![0f32; 40 * 2];
+    let err = b.sample(&mut SampleOut {
+        comps: vec![
+            CompOut::Window(ColumnOut::F32(&mut vec![0f32; 40 * 4 * 2])),
+            CompOut::Window(ColumnOut::U8(&mut vec![0u8; 40 * 3 * 3])),
+            CompOut::Window(ColumnOut::F32(&mut tiny)),
+        ],
+        action: &mut vec![0f32; 40 * A],
+        reward: &mut [0f32; 40],
+        terminated: &mut [false; 40],
+        truncated: &mut [false; 40],
+    });
+    assert!(matches!(err, Err(CoreError::Value(m)) if m.contains("history 1")));
 }
 
 #[test]
