@@ -120,7 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tmrl.run import Supervisor
 
     config = load(args)
-    return Supervisor(config, fresh=args.fresh, duration=args.duration, live=args.live).run()
+    return Supervisor(
+        config, fresh=args.fresh, duration=args.duration, live=getattr(args, "live", None)
+    ).run()
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -326,8 +328,9 @@ def build_parser(prog: str = "tmrl") -> argparse.ArgumentParser:
     p.add_argument(
         "--live",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="live status view (default: when stdout is a terminal; --no-live prints a status line periodically)",
+        default=argparse.SUPPRESS,
+        help="live status view (default: on when stdout is a terminal); --no-live prints a status line every few "
+        "seconds instead",
     )
 
     p = add("server", cmd_server, "the relay server (same as tmrl-server)")
