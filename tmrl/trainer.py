@@ -86,12 +86,21 @@ class Trainer:
         self.client.publish_weights(version, arrays, meta)
         return version
 
-    def step(self) -> int:
-        """One iteration of the loop; returns the number of updates it ran."""
+    def step(self, max_updates: int | None = None) -> int:
+        """One iteration of the loop; returns the number of updates it ran (at most ``max_updates``)."""
         learner = self.learner
+        tc = learner.config.trainer
         can_train = learner.updates_available() > 0
         self.ingest(self.client.poll_batches(64, 0.0 if can_train else 0.05))
-        n = learner.train(self.chunk)
+        # a bounded chunk that stops exactly at the next publication / checkpoint
+        limit = min(
+            self.chunk,
+            tc.publish_every - (learner.updates - learner.last_published),
+            tc.checkpoint_every - (learner.updates - learner.last_checkpoint),
+        )
+        if max_updates is not None:
+            limit = min(limit, max_updates)
+        n = learner.train(max(limit, 1))
         if learner.publish_due():
             self.publish()
         if learner.checkpoint_due():
@@ -136,7 +145,7 @@ class Trainer:
         try:
             self.publish()  # workers act with the current actor from the start
             while not stop.is_set() and (max_updates is None or self.learner.updates < max_updates):
-                self.step()
+                self.step(None if max_updates is None else max_updates - self.learner.updates)
         finally:
             try:
                 self.checkpoint()

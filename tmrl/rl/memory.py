@@ -104,15 +104,13 @@ class ReplayMemory:
     # -- ingest ---------------------------------------------------------------------------------------------
     def append(self, stream: int, arrays: Mapping[str, np.ndarray]) -> int:
         """Append one batch of rows of ``stream`` (the ``ReplayRing.append_batch`` columns); returns rows added."""
-        obs = {c.name: arrays[f"obs.{c.name}"] for c in self.spec.components}
+
+        def col(key: str) -> np.ndarray:  # arrays decoded from the wire may be misaligned views: copy those
+            return np.require(arrays[key], requirements=("C", "A"))
+
+        obs = {c.name: col(f"obs.{c.name}") for c in self.spec.components}
         self.ring.append_batch(
-            stream,
-            obs,
-            arrays["action"],
-            arrays["reward"],
-            arrays["terminated"],
-            arrays["truncated"],
-            arrays["first"],
+            stream, obs, col("action"), col("reward"), col("terminated"), col("truncated"), col("first")
         )
         return len(arrays["reward"])
 

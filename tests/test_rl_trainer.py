@@ -1,0 +1,122 @@
+"""The Trainer role against a real relay and a real worker client; metrics files and ``plot_run``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tmrl.errors import RunError
+from tmrl.net.client import TrainerClient, WorkerClient
+from tmrl.net.config import RelayConfig
+from tmrl.net.testing import RelayThread
+from tmrl.rl.config import AlgorithmConfig, ModelConfig, RLConfig, TrainerConfig
+from tmrl.rl.export import actor_from_arrays, load_actor
+from tmrl.rl.learner import CHECKPOINT_DIR
+from tmrl.rl.metrics import CSV_NAME, TB_DIR, plot_run, read_metrics
+from tmrl.rl.transitions import TransitionRecorder
+from tmrl.spaces import Component, ObservationSpec
+from tmrl.trainer import ACTOR_FILE, STATUS_FILE, Trainer
+
+SPEC = ObservationSpec((Component("speed", (1,)), Component("lidar", (19,), history=4)), 3)
+FAST = dict(secret="test-secret-0123456789", backoff_initial=0.01, backoff_max=0.2, connect_timeout=2.0)
+
+
+def rl_config() -> RLConfig:
+    return RLConfig(
+        algorithm=AlgorithmConfig(lr_actor=1e-3, lr_critic=1e-3),
+        model=ModelConfig(hidden=(32, 32)),
+        trainer=TrainerConfig(
+            batch_size=32,
+            replay_capacity=10_000,
+            warmup_steps=100,
+            max_updates_per_step=0.5,
+            publish_every=10,
+            checkpoint_every=40,
+            log_every=10,
+        ),
+    )
+
+
+def episode_batch(ep: int, length: int = 50) -> tuple[dict[str, np.ndarray], dict]:
+    rng = np.random.default_rng(ep)
+    rec = TransitionRecorder(SPEC)
+    rec.reset({"speed": rng.random(1, np.float32), "lidar": rng.random((4, 19), np.float32)})
+    for t in range(length):
+        rec.step(
+            rng.uniform(-1, 1, 3).astype(np.float32),
+            1.0,
+            False,
+            t == length - 1,
+            {"speed": rng.random(1, np.float32), "lidar": rng.random((4, 19), np.float32)},
+        )
+    arrays = rec.take()
+    assert arrays is not None
+    eps = [dict(e, test=False) for e in rec.pop_episodes()]
+    return arrays, {"n": len(arrays["reward"]), "policy_version": 0, "episodes": eps}
+
+
+def test_trainer_learns_from_relayed_batches_publishes_and_checkpoints(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RelayThread(RelayConfig(port=0, **FAST)) as relay:  # type: ignore[arg-type]
+        worker = WorkerClient(relay.config, worker_id="w0")
+        client = TrainerClient(relay.config)
+        trainer = Trainer(SPEC, rl_config(), client, run_dir)
+        stop = threading.Event()
+        thread = threading.Thread(target=trainer.run, args=(stop,), kwargs={"max_updates": 100})
+        thread.start()
+        try:
+            assert worker.wait_connected(10)
+            for ep in range(6):  # 306 rows: throttle allows 0.5 * 306 = 153 >= 100 updates
+                worker.send_batch(*episode_batch(ep))
+            versions = []
+            deadline = time.monotonic() + 120
+            while thread.is_alive() and time.monotonic() < deadline:
+                got = worker.latest_weights()
+                if got is not None:
+                    versions.append(got[0])
+                thread.join(0.05)
+            assert not thread.is_alive(), "trainer did not reach 100 updates"
+            got = worker.latest_weights()
+            if got is not None:
+                versions.append(got[0])
+        finally:
+            stop.set()
+            thread.join(30)
+            worker.close()
+            client.close()
+    learner = trainer.learner
+    assert learner.updates == 100 and learner.env_steps == 306 and learner.episodes == 6
+    assert trainer.streams == {"w0": 0}
+    # weights: version 1 at start, then every 10 updates; the worker saw them grow and can build the actor
+    assert learner.weight_version == 11
+    assert versions and versions == sorted(versions) and versions[-1] >= 2
+    actor = actor_from_arrays(*worker_arrays_and_meta(learner))
+    assert actor is not None
+    # a checkpoint at 40 and 80 updates, and a final one on the way out; the actor file next to it
+    ckpts = [p.name for p in (run_dir / CHECKPOINT_DIR).iterdir()]
+    assert "ckpt-000000100" in ckpts
+    assert load_actor(run_dir / ACTOR_FILE) is not None
+    status = (run_dir / STATUS_FILE).read_text()
+    assert '"updates": 100' in status and '"buffer_capacity": 10000' in status
+    # metrics
+    assert (run_dir / TB_DIR).is_dir() and any((run_dir / TB_DIR).iterdir())
+    series = read_metrics(run_dir)
+    assert len(series["episodes/train_return"]) == 6
+    assert {"losses/critic", "losses/actor", "charts/alpha", "charts/q", "speed/updates_per_s"} <= set(series)
+    assert [u for _, u, _ in series["losses/critic"]] == list(range(10, 101, 10))
+    png = plot_run(run_dir, tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def worker_arrays_and_meta(learner) -> tuple[dict, dict]:
+    _, arrays, meta = learner.export_actor()
+    return arrays, meta
+
+
+def test_plot_run_without_metrics_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match=CSV_NAME):
+        plot_run(tmp_path / "nothing", tmp_path / "x.png")
