@@ -430,20 +430,21 @@ class _WorkerCore(_Core):
                 self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Write pending batches in one go, up to the transport's high-water mark (then wait for resume)."""
+        """Write pending batches, a few MB per call, until done or the transport pauses us (resume continues)."""
         self.flush_scheduled = False
         t, proto = self.transport, self.proto
-        if t is None or proto is None or proto.paused:
-            return
-        parts: list[Any] = []
-        size = t.get_write_buffer_size()
-        while self.to_send and size < HIGH_WATER:
-            p = self.to_send.popleft()
-            if not p.dropped:
-                parts += p.parts
-                size += p.size
-        if parts:
-            t.writelines(parts)
+        while (
+            t is not None and proto is not None and self.to_send and not proto.paused and not t.is_closing()
+        ):
+            parts: list[Any] = []
+            size = 0
+            while self.to_send and size < HIGH_WATER:
+                p = self.to_send.popleft()
+                if not p.dropped:
+                    parts += p.parts
+                    size += p.size
+            if parts:
+                t.writelines(parts)  # calls pause_writing synchronously above the high-water mark
 
     def on_writable(self) -> None:
         self._flush()
