@@ -1,0 +1,106 @@
+"""The rollout worker: weight swaps, timeout counting, and its batches through a real relay from the real game."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_e2e_run import write_track_reward
+
+from tmrl.config import load_config
+from tmrl.envs.observations import observation_spec
+from tmrl.net.client import TrainerClient
+from tmrl.net.config import RelayConfig
+from tmrl.net.testing import RelayThread
+from tmrl.rl.config import ModelConfig
+from tmrl.rl.export import actor_meta, actor_to_arrays
+from tmrl.rl.models import Actor
+from tmrl.worker import Policy, RolloutWorker, TimeoutCounter
+
+
+def _spec(tmp_path: Path):
+    return observation_spec(load_config(data_dir=tmp_path, environ={}).env)
+
+
+def test_policy_random_then_swapped_in_place(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    obs = {c.name: np.zeros(c.policy_shape, dtype=c.dtype) for c in spec.components}
+    policy = Policy(spec.action_dim, seed=0)
+    a = policy.act(obs)
+    assert a.shape == (3,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
+
+    torch.manual_seed(0)
+    first = Actor(spec, ModelConfig(hidden=(32, 32)))
+    policy.load(1, actor_to_arrays(first), actor_meta(first))
+    actor = policy.actor
+    expected = first.act(obs, deterministic=True)
+    np.testing.assert_allclose(policy.act(obs, deterministic=True), expected, rtol=1e-6)
+
+    second = Actor(spec, ModelConfig(hidden=(32, 32)))  # same architecture, other weights
+    policy.load(2, actor_to_arrays(second), actor_meta(second))
+    assert policy.actor is actor and policy.version == 2  # loaded in place, no new module
+    np.testing.assert_allclose(
+        policy.act(obs, deterministic=True), second.act(obs, deterministic=True), rtol=1e-6
+    )
+
+    third = Actor(spec, ModelConfig(hidden=(16,)))  # another architecture: a new actor
+    policy.load(3, actor_to_arrays(third), actor_meta(third))
+    assert policy.actor is not actor and policy.version == 3
+
+
+def test_timeout_counter_counts_rtgym_warnings_from_threads(recwarn: pytest.WarningsRecorder) -> None:
+    with TimeoutCounter() as counter:
+
+        def rtgym_like() -> None:
+            for _ in range(3):
+                warnings.warn("Time-step timed out. Elapsed since last time-step: 0.07", stacklevel=1)
+
+        t = threading.Thread(target=rtgym_like)
+        t.start()
+        t.join()
+        rtgym_like()
+    assert counter.count == 6
+
+
+@pytest.mark.timeout(240)
+def test_worker_batches_reach_the_trainer_side(tmp_path: Path) -> None:
+    write_track_reward(tmp_path)
+    config = load_config(
+        data_dir=tmp_path,
+        environ={},
+        overrides=["env.rtgym.ep_max_length=30", "worker.max_episodes=2", "relay.flush_steps=8"],
+    )
+    with RelayThread(RelayConfig(port=0)) as relay:
+        config = config.model_copy(
+            update={"relay": config.relay.model_copy(update={"port": relay.config.port})}
+        )
+        trainer = TrainerClient(config.relay)
+        try:
+            stats = RolloutWorker(config, "w7").run()
+            assert stats.episodes == 2 and stats.steps == 60
+            rows, episodes, batches = 0, [], []
+            deadline = time.monotonic() + 30
+            while rows < stats.samples and time.monotonic() < deadline:
+                for meta, arrays in trainer.poll_batches(64, 0.5):
+                    batches.append((meta, arrays))
+                    rows += meta["n"]
+                    episodes += meta["episodes"]
+        finally:
+            trainer.close()
+    # Each episode: 30 steps plus its final observation row.
+    assert rows == stats.samples == 62
+    assert [e["length"] for e in episodes] == [30, 30] and all(not e["test"] for e in episodes)
+    first = np.concatenate([a["first"] for _, a in batches])
+    truncated = np.concatenate([a["truncated"] for _, a in batches])
+    assert first.nonzero()[0].tolist() == [0, 31]
+    assert truncated.nonzero()[0].tolist() == [29, 30, 60, 61]  # last step and final row of each episode
+    for meta, arrays in batches:
+        assert meta["worker_id"] == "w7" and arrays["reward"].shape == (meta["n"],)
+        assert arrays["obs.lidar"].shape == (meta["n"], 19) and arrays["action"].shape == (meta["n"], 3)
+    status = tmp_path / "runs" / "default" / "status" / "worker-w7.json"
+    assert status.is_file()
