@@ -278,6 +278,15 @@ def ours_memory(relay: Relay) -> dict:
     }
 
 
+def anchor(*args: str) -> dict:
+    """Run the tlspyo anchor (one retry: its fixed-port processes occasionally fail to start)."""
+    try:
+        return run_anchor("relay_tlspyo.py", *args, timeout=400)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"anchor failed once ({str(exc)[-300:]}); retrying", flush=True)
+        return run_anchor("relay_tlspyo.py", *args, timeout=400)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller grid (1 and 8 workers)")
@@ -310,9 +319,9 @@ def main(argv: list[str] | None = None) -> None:
             for n in counts:
                 ours = ours_throughput(relay, kind, n, max(ours_total[kind] // n, 1))
                 extra["ours"].append(ours)
-                anc = run_anchor(
-                    "relay_tlspyo.py", "throughput", "--workers", str(n), "--kind", kind,
-                    "--batches", str(max(anchor_total[kind] // n, 1)), "--deadline", "30", timeout=600,
+                anc = anchor(
+                    "throughput", "--workers", str(n), "--kind", kind,
+                    "--batches", str(max(anchor_total[kind] // n, 1)), "--deadline", "30",
                 )  # fmt: skip
                 extra["tlspyo"].append(anc)
                 print(json.dumps({"ours": ours, "tlspyo": anc}), flush=True)

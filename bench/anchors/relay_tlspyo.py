@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
+import signal
+import socket
 import threading
 import time
 
@@ -52,13 +53,12 @@ def rss_peak_mb(pid: int) -> float:
 
 
 class Ports:
-    def __init__(self) -> None:
-        self.base = random.randint(20000, 40000)
-        self.i = 0
+    """Free TCP ports chosen by the kernel (tlspyo needs fixed port numbers for its relay and local links)."""
 
     def next(self) -> int:
-        self.i += 1
-        return self.base + self.i
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
 
 
 def throughput(args: argparse.Namespace) -> dict:
@@ -203,6 +203,9 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=2.0)
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
+    signal.alarm(
+        300
+    )  # tlspyo blocks forever in accept() if one of its processes dies: fail instead of hanging
     out = throughput(args) if args.mode == "throughput" else weights(args)
     print(json.dumps(out), flush=True)
 
