@@ -46,7 +46,7 @@ class Pilot:
         max_speed: float = 42.0,
         min_speed: float = 14.0,
         curve_window: float = 45.0,
-        curve_slowdown: float = 28.0,
+        curve_slowdown: float = 34.0,
     ) -> None:
         self.track = np.asarray(track, dtype=np.float64)
         if self.track.ndim != 2 or self.track.shape[1] != 2 or len(self.track) < 10:
@@ -73,10 +73,15 @@ class Pilot:
         self._yaw = None
 
     def _nearest(self, xy: np.ndarray) -> int:
+        """Closest centre-line point: searched near the last one, over the whole track when that is far
+        (after a respawn without ``reset``, or when the car left the road)."""
         n = len(self.track)
         window = (self.index + np.arange(-5, 40)) % n
         d = np.hypot(*(self.track[window] - xy).T)
-        return int(window[int(np.argmin(d))])
+        best = int(np.argmin(d))
+        if d[best] < 15.0:
+            return int(window[best])
+        return int(np.argmin(np.hypot(*(self.track - xy).T)))
 
     def action(self, frame: TelemetryFrame) -> tuple[float, float, float]:
         """(gas, brake, steer) in env convention for the car described by ``frame``."""
