@@ -344,3 +344,15 @@ def test_command_channel_keeps_answers_in_order_after_a_stall() -> None:
         finally:
             channel.close()
             t.join(timeout=5.0)
+
+
+def test_a_fixed_port_can_be_reused_right_after_close() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    for _ in range(2):  # the second game binds the port while the first one's connections are in TIME_WAIT
+        g = open_game(CarRacingConfig(port=port))
+        try:
+            assert isinstance(g, CarRacingGame) and g.telemetry_port == port
+            g.telemetry.latest()
+        finally:
+            g.close()

@@ -251,8 +251,10 @@ class TelemetryServer:
         not megabytes of stale ones, when it resumes)."""
         self._send_buffer = send_buffer
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: nobody else may bind this port meanwhile
             self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:  # POSIX: a restarted game can rebind its fixed port despite connections in TIME_WAIT
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind((host, port))
         self._listener.listen(1)
         self._listener.setblocking(False)
