@@ -291,3 +291,107 @@ def test_plugin_source_is_shipped() -> None:
         strict=True,
     ):
         assert needle in line
+
+
+class _FakeCar:
+    """The state a fake TrackMania would keep: driven by FakeDrivenControl, reported by FakeDrivenPlugin."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.x = 0.0
+        self.gas = 0.0
+        self.respawns = 0
+
+
+class FakeDrivenControl(FakeControl):
+    def __init__(self, car: _FakeCar) -> None:
+        super().__init__()
+        self.car = car
+
+    def set(self, gas: float, brake: float, steer: float) -> None:
+        super().set(gas, brake, steer)
+        with self.car.lock:
+            self.car.gas = max(0.0, gas)
+
+    def respawn(self, hold_s: float) -> None:
+        super().respawn(hold_s)
+        with self.car.lock:
+            self.car.x, self.car.gas = 0.0, 0.0
+            self.car.respawns += 1
+
+
+def _track_picture(h: int = 488, w: int = 958) -> np.ndarray:
+    """A TrackMania-like BGRA view: gray road between black borders, on a light background."""
+    img = np.full((h, w, 4), 255, dtype=np.uint8)
+    img[:, w // 2 - 200 : w // 2 + 200, :3] = 110
+    img[:, w // 2 - 210 : w // 2 - 200, :3] = 0
+    img[:, w // 2 + 200 : w // 2 + 210, :3] = 0
+    return img
+
+
+def test_tm2020_through_the_real_time_env_with_fakes(tmp_path: Path) -> None:
+    """The whole TrackMania path minus the game: env (rtgym, LIDAR, reward) over TM2020Game over fakes."""
+    from tmrl.envs.config import EnvConfig
+    from tmrl.envs.env import RealTimeEnv
+    from tmrl.envs.reward import Trajectory, save_trajectory
+
+    car = _FakeCar()
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def plugin() -> None:  # 100 frames/s; the car moves 0.5 units per frame at full gas
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                while not stop.wait(0.01):
+                    with car.lock:
+                        car.x += 0.5 * car.gas
+                        f = TelemetryFrame(
+                            car.gas * 200.0, car.x, car.x, 0.0, 0.0, 0.0, car.gas, 0.0, 0.0, 2, 5e3
+                        )
+                    try:
+                        conn.sendall(encode_frame(f))
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=plugin, daemon=True)
+    thread.start()
+    reward_file = save_trajectory(
+        tmp_path / "tm.json", Trajectory(np.array([[0.0, 0.0, 0.0], [500.0, 0.0, 0.0]]), "tm2020")
+    )
+    capture, control = FakeCapture(), FakeDrivenControl(car)
+    capture.frame = _track_picture()
+    game = TM2020Game(
+        TM2020Config(telemetry_port=listener.getsockname()[1]), capture=capture, control=control
+    )
+    config = EnvConfig.model_validate(
+        {"game": "tm2020", "reward": {"path": str(reward_file)}, "reset_settle_s": 0.0}
+    )
+    env = RealTimeEnv(config, game, owns_game=True)
+    try:
+        obs, _ = env.reset()
+        assert env.observation_space.contains(obs)
+        assert car.respawns == 1
+        total = 0.0
+        for _ in range(20):
+            obs, reward, terminated, truncated, _ = env.step(np.array([1.0, 0.0, 0.0], dtype=np.float32))
+            assert env.observation_space.contains(obs)
+            total += reward
+            assert not terminated and not truncated
+        assert total > 0.0, "driving along the recorded trajectory is rewarded"
+        assert ("set", 1.0, 0.0, 0.0) in control.calls
+        lidar = obs["lidar"][-1]
+        assert 0.0 < lidar.min() and lidar.max() <= 1.0 + 1e-6
+        assert capture.grabs >= 20
+    finally:
+        env.close()
+        stop.set()
+        thread.join(timeout=5.0)
+        listener.close()
+    assert control.closed and capture.closed
