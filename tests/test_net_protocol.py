@@ -22,10 +22,10 @@ from tmrl.net.stream import read_frame
 MAX = 1 << 20
 
 
-def body(desc: object, data: bytes = b"") -> bytes:
-    """An array body with an arbitrary descriptor (to forge bad ones)."""
-    d = P.pack(desc)
-    return struct.pack("<I", len(d)) + d + data
+def body(layout: object, meta: object = None, data: bytes = b"") -> bytes:
+    """An array body with an arbitrary layout and meta (to forge bad ones)."""
+    a, m = P.pack(layout), P.pack({} if meta is None else meta)
+    return struct.pack("<I", len(a)) + a + struct.pack("<I", len(m)) + m + data
 
 
 def test_frame_roundtrip_and_body_is_opaque() -> None:
@@ -59,7 +59,7 @@ def test_huge_declared_lengths_are_refused_without_allocation() -> None:
         with pytest.raises(ProtocolError):
             P.decode_header(tag + b"\xff\xff\xff\xff")
         with pytest.raises(ProtocolError):
-            decode_arrays(body(0)[:4] + tag + b"\xff\xff\xff\xff", MAX)
+            decode_arrays(struct.pack("<I", 5) + tag + b"\xff\xff\xff\xff" + body([])[4:], MAX)
         with pytest.raises(ProtocolError):
             decode_arrays(struct.pack("<I", 5) + tag + b"\xff\xff\xff\xff", MAX)
 
@@ -69,7 +69,9 @@ def test_deep_nesting_and_ext_types_are_refused() -> None:
     with pytest.raises(ProtocolError):
         P.decode_header(deep)
     with pytest.raises(ProtocolError):
-        decode_arrays(struct.pack("<I", len(deep)) + deep, MAX)
+        decode_arrays(body([], None)[:-1] + b"", MAX)  # truncated meta
+    with pytest.raises(ProtocolError):
+        decode_arrays(struct.pack("<I", len(deep)) + deep + struct.pack("<I", 1) + b"\x80", MAX)
     nested: object = 0
     for _ in range(40):
         nested = [nested]
@@ -119,11 +121,11 @@ def test_array_bodies_are_validated() -> None:
     ]
     for spec in cases:
         with pytest.raises(ProtocolError):
-            decode_arrays(body({"meta": {}, "arrays": [spec]}, b"\x00" * 8), MAX)
-    assert decode_arrays(body({"meta": {}, "arrays": [good]}, b"\x00" * 8), MAX)[0]["a"].shape == (2,)
-    for bad_doc in ({"arrays": []}, {"meta": {}, "arrays": {}}, [1], b"\x00"):
+            decode_arrays(body([spec], {}, b"\x00" * 8), MAX)
+    assert decode_arrays(body([good], {}, b"\x00" * 8), MAX)[0]["a"].shape == (2,)
+    for layout, meta in (({}, {}), ([1], {}), ([], [1]), ([], b"\x00")):
         with pytest.raises(ProtocolError):
-            decode_arrays(body(bad_doc), MAX)
+            decode_arrays(body(layout, meta), MAX)
     with pytest.raises(ProtocolError):
         decode_arrays(struct.pack("<I", 1000) + b"\x80", MAX)  # descriptor longer than the body
     with pytest.raises(ProtocolError):  # body larger than the bin limit

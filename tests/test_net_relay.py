@@ -202,6 +202,12 @@ def test_hostile_inputs_leave_the_relay_serving(relay: RelayThread) -> None:
             s.close()
         serves_a_good_client(cfg)
     assert relay.status()["protocol_errors"] >= 5
+    s = raw(cfg)  # connects and says nothing: dropped after handshake_timeout
+    try:
+        assert closed(s)
+    finally:
+        s.close()
+    serves_a_good_client(cfg)
 
 
 def test_wrong_secret_is_refused_clearly(relay: RelayThread) -> None:
@@ -448,3 +454,36 @@ def test_tls_with_pinned_certificate(tmp_path: Path) -> None:
             assert not plain.wait_connected(0.5)
         finally:
             plain.close()
+
+
+def test_a_worker_that_does_not_read_only_gets_the_newest_weights(relay: RelayThread) -> None:
+    cfg = relay.config
+    trainer = TrainerClient(cfg)
+    good = WorkerClient(cfg, "good")
+    s = raw(cfg)
+    try:
+        assert handshake(s, "worker", "sleepy")["t"] == "welcome"
+        assert trainer.wait_connected(5) and good.wait_connected(5)
+        for v in range(1, 31):  # 30 x 2 MB while "sleepy" reads nothing
+            trainer.publish_weights(v, {"w": np.full(500_000, v, np.float32)}, {})
+        deadline = time.monotonic() + 20
+        version = 0
+        while version < 30 and time.monotonic() < deadline:
+            if good.wait_weights(1.0):
+                lw = good.latest_weights()
+                version = lw[0] if lw else version
+        assert version == 30
+        versions = []
+        s.settimeout(2.0)
+        try:
+            while (f := recv(s)) is not None:
+                versions.append(f[0].get("v"))
+                if f[0].get("v") == 30:
+                    break
+        except TimeoutError:
+            pass
+        assert versions and versions[-1] == 30 and len(versions) < 30  # coalesced, newest last
+    finally:
+        s.close()
+        good.close()
+        trainer.close()

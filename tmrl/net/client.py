@@ -381,6 +381,8 @@ class _WorkerCore(_Core):
         self.unacked_bytes = 0
         self.to_send: deque[_Pending] = deque()
         self.flush_scheduled = False
+        self.inbox: deque[_Pending] = deque()  # caller thread appends, loop thread pops
+        self.inbox_scheduled = False
         self.submitted = 0  # caller thread
         self.done = 0  # loop thread: acknowledged + dropped
         self.done_cond = threading.Condition()
@@ -400,8 +402,19 @@ class _WorkerCore(_Core):
         )
 
     def submit(self, p: _Pending) -> None:
+        """Caller thread: hand a batch to the loop (one wake-up per burst, not per batch)."""
         self.submitted += 1
-        self.call(self._add, p)
+        self.inbox.append(p)
+        if not self.inbox_scheduled:
+            self.inbox_scheduled = True
+            self.call(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        self.inbox_scheduled = (
+            False  # cleared before draining: a batch appended meanwhile is drained now or rescheduled
+        )
+        while self.inbox:
+            self._add(self.inbox.popleft())
 
     def _mark_done(self, k: int) -> None:
         with self.done_cond:
@@ -650,7 +663,13 @@ class _TrainerCore(_Core):
             arrays, meta = decode_arrays(body, self.config.max_frame_bytes)
         except ProtocolError as exc:
             self.stats["bad_batches"] += 1
-            log.warning("trainer: dropping a malformed batch from worker %r: %s", worker, exc)
+            if self.stats["bad_batches"] <= 10 or self.stats["bad_batches"] % 1000 == 0:
+                log.warning(
+                    "trainer: dropping a malformed batch from worker %r (%d so far): %s",
+                    worker,
+                    self.stats["bad_batches"],
+                    exc,
+                )
             self.consume(self.gen, 1)
             return
         self.seen[key] = seq

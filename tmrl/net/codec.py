@@ -1,9 +1,10 @@
 """Message bodies that carry numpy arrays (never pickle).
 
-A body is ``u32 (little-endian) D | descriptor (D bytes, msgpack) | data``. The descriptor is a map
-``{"meta": {...}, "arrays": [[name, dtype, shape, offset, nbytes], ...]}``; each array's raw little-endian bytes
-sit at ``offset`` in the data region. Decoding validates every field (dtype allow-list, shape, bounds) and
-returns zero-copy views of the received buffer. Used by the clients only (the server forwards bodies as opaque
+A body is ``u32 A | layout (A bytes) | u32 M | meta (M bytes) | data`` (u32 little-endian). The layout is a msgpack
+list ``[[name, dtype, shape, offset, nbytes], ...]``; each array's raw little-endian bytes sit at ``offset`` in the
+data region. The meta is a msgpack map. Decoding validates every field (dtype allow-list, shape, bounds) and returns
+zero-copy views of the received buffer. A worker sends the same layout batch after batch, so a validated layout
+is cached by its exact bytes and only the meta is decoded again. Used by the clients only (the server forwards bodies as opaque
 bytes and never imports numpy).
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tmrl.errors import ProtocolError
-from tmrl.net.protocol import check_depth, pack, unpack
+from tmrl.net.protocol import pack, unpack
 
 DTYPES = frozenset(
     {
@@ -68,10 +69,11 @@ def encode_parts(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> l
             datas.append(a.data.cast("B") if a.ndim else a.tobytes())
         offset += nbytes
     try:
-        desc = pack({"meta": dict(meta), "arrays": specs})
+        layout = pack(specs)
+        meta_b = pack(dict(meta))
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"meta is not msgpack-serialisable: {exc}") from None
-    return [_LEN.pack(len(desc)), desc, *datas]
+    return [_LEN.pack(len(layout)), layout, _LEN.pack(len(meta_b)), meta_b, *datas]
 
 
 def encode_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
@@ -79,33 +81,18 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> 
     return b"".join(encode_parts(arrays, meta))
 
 
-def decode_arrays(
-    body: bytes | bytearray | memoryview, max_bytes: int, *, writable: bool = False
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Decode a body made by ``encode_arrays``; anything malformed raises ``ProtocolError``.
+_Layout = list[tuple[str, np.dtype, tuple[int, ...], int, int]]
+_LAYOUTS: dict[bytes, tuple[_Layout, int]] = {}  # validated layouts by their exact bytes (small, bounded)
+_MAX_LAYOUTS = 256
 
-    Arrays are views of ``body`` (read-only when ``body`` is); ``writable`` copies read-only ones.
-    """
-    view = memoryview(body)
-    if len(view) > max_bytes:
-        raise ProtocolError(f"array body of {len(view)} bytes exceeds {max_bytes}")
-    if len(view) < 4:
-        raise ProtocolError("array body too short")
-    (dlen,) = _LEN.unpack_from(view)
-    if dlen > len(view) - 4:
-        raise ProtocolError("array body descriptor overruns the body")
-    doc = unpack(view[4 : 4 + dlen], limits=_DESC_LIMITS, max_depth=None)
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("meta"), dict)
-        or not isinstance(doc.get("arrays"), list)
-    ):
-        raise ProtocolError("array body descriptor must be a map with 'meta' (map) and 'arrays' (list)")
-    check_depth(doc["meta"], 16)
-    data = view[4 + dlen :]
-    size = len(data)
-    out: dict[str, np.ndarray] = {}
-    for spec in doc["arrays"]:
+
+def _parse_layout(raw: bytes) -> tuple[_Layout, int]:
+    specs = unpack(raw, limits=_DESC_LIMITS, max_depth=3)
+    if type(specs) is not list:
+        raise ProtocolError("array layout must be a list")
+    out: _Layout = []
+    end = 0
+    for spec in specs:
         if type(spec) is not list or len(spec) != 5:
             raise ProtocolError("array spec must be [name, dtype, shape, offset, nbytes]")
         name, dtype, shape, offset, nbytes = spec
@@ -118,12 +105,53 @@ def decode_arrays(
             or not all(type(d) is int and 0 <= d < 1 << 40 for d in shape)
         ):
             raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
-        if type(offset) is not int or type(nbytes) is not int or not 0 <= offset <= offset + nbytes <= size:
-            raise ProtocolError(f"array {name!r}: data [{offset!r}, +{nbytes!r}) outside the body")
+        if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
+            raise ProtocolError(f"array {name!r}: bad data range [{offset!r}, +{nbytes!r})")
         if math.prod(shape) * dt.itemsize != nbytes:
             raise ProtocolError(f"array {name!r}: {nbytes} bytes do not match shape {shape} of {dtype}")
+        out.append((name, dt, tuple(shape), offset, nbytes))
+        end = max(end, offset + nbytes)
+    return out, end
+
+
+def decode_arrays(
+    body: bytes | bytearray | memoryview, max_bytes: int, *, writable: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Decode a body made by ``encode_arrays``; anything malformed raises ``ProtocolError``.
+
+    Arrays are views of ``body`` (read-only when ``body`` is); ``writable`` copies read-only ones.
+    """
+    view = memoryview(body)
+    size = len(view)
+    if size > max_bytes:
+        raise ProtocolError(f"array body of {size} bytes exceeds {max_bytes}")
+    if size < 8:
+        raise ProtocolError("array body too short")
+    (alen,) = _LEN.unpack_from(view)
+    if alen > size - 8:
+        raise ProtocolError("array layout overruns the body")
+    raw = bytes(view[4 : 4 + alen])
+    cached = _LAYOUTS.get(raw)
+    if cached is None:
+        cached = _parse_layout(raw)
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        _LAYOUTS[raw] = cached
+    layout, end = cached
+    (mlen,) = _LEN.unpack_from(view, 4 + alen)
+    start = 8 + alen + mlen
+    if start > size:
+        raise ProtocolError("array meta overruns the body")
+    meta = unpack(view[8 + alen : start], limits=_DESC_LIMITS, max_depth=16)
+    if type(meta) is not dict:
+        raise ProtocolError("array meta must be a map")
+    if end > size - start:
+        raise ProtocolError(f"array data needs {end} bytes, the body holds {size - start}")
+    data = view[start:]
+    out: dict[str, np.ndarray] = {}
+    for name, dt, shape, offset, nbytes in layout:
         a = np.frombuffer(data, dtype=dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
-        if dt.byteorder == ">" or (writable and not a.flags.writeable):
-            a = a.astype(dt.newbyteorder("="), copy=True)
+        if writable and not a.flags.writeable:
+            a = a.copy()
         out[name] = a
-    return out, doc["meta"]
+    return out, meta
