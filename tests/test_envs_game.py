@@ -178,12 +178,13 @@ def test_respawn_timeout_is_a_game_error(game, tmp_path: Path) -> None:
 
 
 def _policy_of(tid: int) -> int:
-    return os.sched_getscheduler(tid)
+    return os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK
 
 
 def test_realtime_priority(game, reward_file: Path) -> None:
     """priority='realtime': SCHED_FIFO for rtgym's time-step thread, the game and the stepping thread."""
     env = RealTimeEnv(env_config(reward_file), game, track_seed=SEED, owns_game=False)
+    seen: list[int] = []
     try:
         try:
             env.set_priority("realtime")
@@ -194,6 +195,10 @@ def test_realtime_priority(game, reward_file: Path) -> None:
         assert _policy_of(timestep) == os.SCHED_FIFO
         assert _policy_of(threading.get_native_id()) == os.SCHED_FIFO
         assert all(_policy_of(int(t)) == os.SCHED_FIFO for t in os.listdir(f"/proc/{game.pid}/task"))
+        child = threading.Thread(target=lambda: seen.append(_policy_of(threading.get_native_id())))
+        child.start()
+        child.join()
+        assert seen == [os.SCHED_OTHER]  # threads started later are not real-time
         env.reset()
         for _ in range(3):
             env.step(np.zeros(3))
