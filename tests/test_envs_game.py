@@ -203,7 +203,6 @@ def test_realtime_priority(game, reward_file: Path) -> None:
         for _ in range(3):
             env.step(np.zeros(3))
     finally:
-        env.set_priority("normal")
-        env.close()
+        env.close()  # gives the priority back
     assert _policy_of(threading.get_native_id()) == os.SCHED_OTHER
     assert all(_policy_of(int(t)) == os.SCHED_OTHER for t in os.listdir(f"/proc/{game.pid}/task"))

@@ -82,6 +82,7 @@ class RealTimeEnv(gymnasium.Env):
         self.action_space = action_space()
         self._names = [c.name for c in self.spec_.components if c.name != "prev_actions"]
         self._rt = make_rtgym_env(config, self.interface)
+        self._priority: Priority = "normal"
         try:
             if config.priority != "normal":
                 self.set_priority(config.priority)
@@ -103,6 +104,7 @@ class RealTimeEnv(gymnasium.Env):
             timestep_tid=getattr(thread, "native_id", None),
             caller_tid=threading.get_native_id(),
         )
+        self._priority = mode
 
     @property
     def observation_spec(self) -> ObservationSpec:
@@ -142,6 +144,8 @@ class RealTimeEnv(gymnasium.Env):
         self._closed = True
         rt = self._rt
         try:
+            if self._priority != "normal":  # give the priority back (always allowed)
+                self.set_priority("normal")
             if isinstance(rt, _RtgymTS):
                 rt.stop()
                 rt.__del__()  # rtgym's only way to end its time-step thread
