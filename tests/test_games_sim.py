@@ -68,3 +68,29 @@ def test_telemetry_units() -> None:
     # gas / brake are max(0, value); steer clipped
     f = sim.tick(-1.0, -0.5, 3.0)
     assert (f.gas, f.brake, f.steer) == (0.0, 0.0, 1.0)
+
+
+def test_respawn_replays_like_a_fresh_track() -> None:
+    """The fast respawn (no track rebuild) leaves the world as a fresh reset(seed) would: same drive, same
+    positions, and the lap logic starts over."""
+
+    def drive(sim: RaceSim) -> np.ndarray:
+        out = []
+        for i in range(150):
+            f = sim.tick(1.0, 0.0, 0.5 * math.sin(i / 20.0))
+            out.append((f.x, f.z, f.distance))
+        return np.array(out)
+
+    fresh_sim = RaceSim(6)
+    at_start = fresh_sim.env.tile_visited_count  # the car touches its first tile(s) on the first frame
+    fresh = drive(fresh_sim)
+    sim = RaceSim(6)
+    first = drive(sim)
+    visited = sim.env.tile_visited_count
+    assert visited > 0
+    sim.reset()
+    assert sim.env.tile_visited_count == at_start and not sim.env.new_lap
+    again = drive(sim)
+    assert np.array_equal(first, fresh)
+    assert np.abs(again - fresh).max() < 1e-3
+    assert sim.env.tile_visited_count == visited
