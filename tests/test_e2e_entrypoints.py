@@ -1,7 +1,8 @@
 """The three entry points as separate processes against one relay on 127.0.0.1, with a secret and TLS on.
 
 Configuration travels the way users set it: TMRL_* environment variables (secret, TLS, small trainer settings)
-and flags (--port, --id). Also the one-line errors: wrong secret, corrupt checkpoint, missing reward file.
+and flags (--port, --id). Also the one-line error of a wrong secret (a corrupt checkpoint and a missing reward
+file are in test_e2e_run.py, through `tmrl run`).
 """
 
 from __future__ import annotations
@@ -143,32 +144,3 @@ def test_three_entry_points_with_secret_and_tls(tmp_path: Path) -> None:
     for p in procs:
         assert not wait_no_session(p.pid), "processes left behind"
     assert (tmp_path / "runs" / "default" / "checkpoints" / "LATEST").is_file()
-
-
-def test_corrupt_checkpoint_is_one_line(tmp_path: Path) -> None:
-    ckpt = tmp_path / "runs" / "broken" / "checkpoints"
-    (ckpt / "ckpt-10").mkdir(parents=True)
-    (ckpt / "ckpt-10" / "state.json").write_text("{not json")
-    (ckpt / "LATEST").write_text("ckpt-10")
-    env = base_env(tmp_path, TMRL_RELAY__TLS="false")
-    res = subprocess.run(
-        [str(BIN / "tmrl-trainer"), "--name", "broken", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    one_line_error(res, "checkpoint", "ckpt-10")
-
-
-def test_missing_reward_file_is_one_line(tmp_path: Path) -> None:
-    env = base_env(tmp_path, TMRL_RELAY__TLS="false")
-    missing = tmp_path / "missing.json"
-    res = subprocess.run(
-        [str(BIN / "tmrl-worker"), "--port", str(free_port()), "--set", f'env.reward.path="{missing}"'],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    one_line_error(res, str(missing), "record-reward")

@@ -35,6 +35,7 @@ RELAY_STOP_TIMEOUT_S = 15.0
 RELAY_READY_TIMEOUT_S = 30.0
 RELAY_POLL_S = 2.0
 MAX_WORKER_RESTARTS = 3
+TRAINER_READY_TIMEOUT_S = 120.0  # then the workers start anyway (a large replay may take long to load)
 EXIT_USER_ERROR = 2
 
 
@@ -441,11 +442,20 @@ class Supervisor:
                 return
             except (OSError, TimeoutError, TmrlError) as exc:
                 last = str(exc) or type(exc).__name__
-            time.sleep(0.1)
+            time.sleep(0.3)
         if not self._stop.is_set():
             raise RoleError(
                 f"the relay did not answer within {RELAY_READY_TIMEOUT_S:.0f} s ({last}; log: {relay.log_path})"
             )
+
+    def _wait_trainer_ready(self) -> None:
+        """Workers start once the trainer is training (its status file appears: checkpoint loaded, connected),
+        or not at all when it fails: no game is started for nothing."""
+        ready = self.config.run_dir / "status" / "trainer.json"
+        deadline = time.monotonic() + TRAINER_READY_TIMEOUT_S
+        while time.monotonic() < deadline and not self._stop.is_set() and not ready.exists():
+            self._check_children()
+            time.sleep(0.2)
 
     def _check_children(self) -> bool:
         """Raise RoleError for a failed role; restart a crashed worker (a few times); True when every worker
@@ -554,6 +564,7 @@ class Supervisor:
             relay = self._start("relay")
             self._wait_relay_ready(relay)
             self._start("trainer")
+            self._wait_trainer_ready()
             for i in range(self.config.run.workers):
                 self._start(f"worker-{i}", "--id", f"worker-{i}")
             print(
