@@ -11,6 +11,7 @@ counter text of CarRacing's dashboard is not drawn; the bars are.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pygame
@@ -61,14 +62,15 @@ class RaceSim:
         """
         env = self.env
         self.car.destroy()
-        for tile in env.road:
+        tiles: list[Any] = list(env.road or ())
+        for tile in tiles:
             tile.road_visited = False
         env.reward = env.prev_reward = 0.0
         env.tile_visited_count = 0
         env.t = 0.0
         env.new_lap = False
         env.car = car_dynamics.Car(env.world, *env.track[0][1:4])
-        env.step(None)  # CarRacing.reset ends with one physics frame without action: so do we
+        env.step(None)  # type: ignore[arg-type]  # CarRacing.reset ends with one actionless frame: so do we
         self.distance = 0.0
         self.finished = False
         self.steer = self.gas = self.brake = 0.0
