@@ -1,7 +1,8 @@
 """Typed configuration of the learning side: algorithm, models and the trainer loop.
 
-Defaults are TMRL 0.7.1's (DESIGN.md section 2) so a run starts from the known reference; ``PRESETS`` names
-them and a few tuned alternatives. Every value is configurable; nothing here is read from a global.
+Defaults are the settings tuned for real-time learning on a 2-core CPU machine (docs/learning.md); ``PRESETS``
+names TMRL 0.7.1's (DESIGN.md section 2) and a few alternatives. Every value is configurable; nothing here is
+read from a global.
 """
 
 from __future__ import annotations
@@ -18,22 +19,22 @@ class _Strict(BaseModel):
 
 
 class AlgorithmConfig(_Strict):
-    """SAC or REDQ-SAC hyper-parameters (defaults: TMRL 0.7.1's SAC)."""
+    """SAC or REDQ-SAC hyper-parameters (defaults: tuned SAC, docs/learning.md; TMRL's: preset 'tmrl-sac')."""
 
     name: Literal["sac", "redq"] = Field(
         "sac", description="sac (twin critics) or redq (N critics, subset M)"
     )
-    lr_actor: float = Field(1e-5, gt=0, description="actor learning rate")
-    lr_critic: float = Field(5e-5, gt=0, description="critic learning rate")
-    lr_entropy: float = Field(3e-4, gt=0, description="entropy coefficient learning rate (learned alpha)")
-    betas: tuple[float, float] = Field((0.997, 0.997), description="Adam betas of every optimiser")
-    gamma: float = Field(0.995, gt=0, le=1, description="discount factor")
+    lr_actor: float = Field(1e-3, gt=0, description="actor learning rate")
+    lr_critic: float = Field(1e-3, gt=0, description="critic learning rate")
+    lr_entropy: float = Field(1e-3, gt=0, description="entropy coefficient learning rate (learned alpha)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas of every optimiser")
+    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
     polyak: float = Field(
         0.995, ge=0, le=1, description="target networks: target <- polyak*target + (1-p)*net"
     )
-    alpha: float = Field(0.01, gt=0, description="entropy coefficient (initial value when learned)")
-    learn_entropy: bool = Field(False, description="tune alpha towards target_entropy")
-    target_entropy: float | None = Field(-0.5, description="entropy target; None means -action_dim")
+    alpha: float = Field(0.1, gt=0, description="entropy coefficient (initial value when learned)")
+    learn_entropy: bool = Field(True, description="tune alpha towards target_entropy")
+    target_entropy: float | None = Field(None, description="entropy target; None means -action_dim")
     redq_n: int = Field(10, ge=2, description="REDQ: number of critics")
     redq_m: int = Field(2, ge=1, description="REDQ: critics in the random subset of the target minimum")
     redq_g: int = Field(20, ge=1, description="REDQ: critic updates per policy update")
@@ -48,24 +49,29 @@ class AlgorithmConfig(_Strict):
 class ModelConfig(_Strict):
     """Network shapes. ``backbone`` applies to uint8 frame components; vector components go through the MLP."""
 
-    hidden: tuple[int, ...] = Field((256, 256), description="MLP hidden layer sizes (actor and each critic)")
+    hidden: tuple[int, ...] = Field((128, 128), description="MLP hidden layer sizes (actor and each critic)")
     backbone: Literal["cnn", "mobilenet"] = Field(
         "cnn", description="image encoder: TMRL-style CNN or torchvision MobileNetV3-small"
+    )
+    share_critic_encoder: bool = Field(
+        True,
+        description="critics share one image encoder trained by their summed losses (as SB3; N critics then cost "
+        "one CNN, not N as in TMRL); no effect without image components",
     )
     log_std_min: float = Field(-20.0, description="lower clamp of the policy log standard deviation")
     log_std_max: float = Field(2.0, description="upper clamp of the policy log standard deviation")
 
 
 class TrainerConfig(_Strict):
-    """The training loop: replay, throttling, publishing, checkpoints, compute (defaults: TMRL's)."""
+    """The training loop: replay, throttling, publishing, checkpoints, compute (tuned, docs/learning.md)."""
 
     batch_size: int = Field(256, ge=1, description="minibatch size")
     replay_capacity: int = Field(1_000_000, ge=2, description="replay ring capacity in rows")
     warmup_steps: int = Field(1000, ge=0, description="environment steps collected before the first update")
     max_updates_per_step: float = Field(
-        4.0, gt=0, description="at most this many updates per environment step (update-to-data ratio cap)"
+        1.0, gt=0, description="at most this many updates per environment step (update-to-data ratio cap)"
     )
-    publish_every: int = Field(200, ge=1, description="publish the actor to workers every N updates")
+    publish_every: int = Field(100, ge=1, description="publish the actor to workers every N updates")
     checkpoint_every: int = Field(5000, ge=1, description="write a checkpoint every N updates (and on stop)")
     log_every: int = Field(200, ge=1, description="write metrics every N updates")
     prefetch: int = Field(
@@ -91,8 +97,17 @@ class RLConfig(_Strict):
 
 PRESETS: dict[str, AlgorithmConfig] = {
     # TMRL 0.7.1's defaults (DESIGN.md section 2).
-    "tmrl-sac": AlgorithmConfig(),
-    "tmrl-redq": AlgorithmConfig(name="redq"),
+    "tmrl-sac": AlgorithmConfig(
+        lr_actor=1e-5,
+        lr_critic=5e-5,
+        lr_entropy=3e-4,
+        betas=(0.997, 0.997),
+        gamma=0.995,
+        polyak=0.995,
+        alpha=0.01,
+        learn_entropy=False,
+        target_entropy=-0.5,
+    ),
     # Usual SAC settings (CleanRL / SB3 style): fast learning on small continuous-control problems.
     "fast-sac": AlgorithmConfig(
         lr_actor=1e-3,
@@ -106,6 +121,7 @@ PRESETS: dict[str, AlgorithmConfig] = {
         target_entropy=None,
     ),
 }
+PRESETS["tmrl-redq"] = PRESETS["tmrl-sac"].model_copy(update={"name": "redq"})
 
 
 def preset(name: str, **overrides: object) -> AlgorithmConfig:
