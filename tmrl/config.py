@@ -74,7 +74,7 @@ class WorkerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     test_every: int = Field(
-        10,
+        5,
         ge=0,
         description="Run a test episode (deterministic policy, not used for training) every this many training "
         "episodes; 0 disables test episodes.",
