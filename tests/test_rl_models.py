@@ -93,7 +93,9 @@ def test_image_models_take_uint8_frames(backbone: str) -> None:
     action, logp = actor(obs)
     assert action.shape == (3, 3) and logp is not None
     assert q(obs, action).shape == (2, 3)
-    assert q.encoders[0] is not q.encoders[1]  # one CNN per critic, as TMRL
+    assert len(q.encoders) == 1  # one CNN shared by the critics by default
+    per_critic = QEnsemble(IMAGES, cfg.model_copy(update={"share_critic_encoder": False}), n=2)
+    assert len(per_critic.encoders) == 2 and per_critic(obs, action).shape == (2, 3)  # one each, as TMRL
     # the frames matter: changing them changes the output
     other = dict(obs, frames=255 - obs["frames"])
     assert not torch.allclose(actor(obs, deterministic=True)[0], actor(other, deterministic=True)[0])

@@ -84,7 +84,8 @@ class ObsEncoder(nn.Module):
                 with torch.no_grad():
                     probe = torch.zeros(1, channels, *comp.policy_shape[1:3])
                     out_dim += int(net(probe).shape[1])
-                self.images[comp.name] = net
+                # channels-last convolutions are ~1.4x faster with oneDNN on this CPU (and fine on CUDA)
+                self.images[comp.name] = net.to(memory_format=torch.channels_last)
             else:
                 out_dim += int(np.prod(comp.policy_shape))
         self.out_dim = out_dim
@@ -99,7 +100,8 @@ class ObsEncoder(nn.Module):
             x = obs[name]
             if x.dim() == 5:  # (B, K, H, W, 3) -> (B, 3K, H, W)
                 x = x.permute(0, 1, 4, 2, 3).flatten(1, 2)
-            parts.append(self.images[name](x.float() * (1.0 / 256.0)))
+            x = (x.float() * (1.0 / 256.0)).contiguous(memory_format=torch.channels_last)
+            parts.append(self.images[name](x))
         for name in self.vector_names:
             x = obs[name]
             x = x.flatten(1)
@@ -178,9 +180,10 @@ class QEnsemble(nn.Module):
     def __init__(self, spec: ObservationSpec, config: ModelConfig, n: int) -> None:
         super().__init__()
         self.n = n
-        # Image encoders have weights: one per member (as TMRL). Vector-only encoders have none: share one.
+        # Vector-only encoders have no weights: one serves all. Image encoders: one shared by the members, or one
+        # per member (TMRL) when share_critic_encoder is off.
         probe = ObsEncoder(spec, config)
-        self.shared_encoder = not probe.has_images
+        self.shared_encoder = config.share_critic_encoder or not probe.has_images
         self.encoders = nn.ModuleList(
             [probe] if self.shared_encoder else [ObsEncoder(spec, config) for _ in range(n)]
         )
