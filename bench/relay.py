@@ -143,10 +143,10 @@ def _line(proc: subprocess.Popen[str], prefix: str, timeout: float = 120) -> str
 class Relay:
     """Our relay as a separate process (its RSS is measured from /proc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue_mb: int = QUEUE_MB) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tmrl.net.testing", "relay", "--port", "0", "--secret", SECRET,
-             "--queue-mb", str(QUEUE_MB)],
+             "--queue-mb", str(queue_mb)],
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )  # fmt: skip
         self.port = int(_line(self.proc, "LISTENING", 30).split()[1])
@@ -181,18 +181,23 @@ def ours_throughput(relay: Relay, kind: str, workers: int, batches_per_worker: i
             _line(p, "READY")
         total = workers * batches_per_worker
         received = samples = nbytes = 0
+        dropped0 = ObserverClient(relay.config).status()["dropped_batches"]
         t0 = t_last = time.monotonic()
         for p in procs:
             assert p.stdin is not None
             p.stdin.write("GO\n")
             p.stdin.flush()
         deadline = t0 + 300
-        while received < total and time.monotonic() < deadline:
-            for meta, arrays in trainer.poll_batches(4096, 0.05):
+        dropped = 0
+        while received + dropped < total and time.monotonic() < deadline:
+            got = trainer.poll_batches(4096, 0.05)
+            for meta, arrays in got:
                 received += 1
                 samples += meta["n"]
                 nbytes += sum(a.nbytes for a in arrays.values())
                 t_last = time.monotonic()
+            if not got:  # idle: did the relay drop some (queue budget full)? they will never arrive
+                dropped = ObserverClient(relay.config).status()["dropped_batches"] - dropped0
         for p in procs:
             _line(p, "DONE")
     finally:
@@ -206,6 +211,7 @@ def ours_throughput(relay: Relay, kind: str, workers: int, batches_per_worker: i
         "kind": kind,
         "batches_sent": total,
         "batches_received": received,
+        "batches_dropped_by_relay": dropped,
         "samples_per_s": samples / elapsed,
         "mb_per_s": nbytes / elapsed / 1e6,
         "elapsed_s": elapsed,
@@ -313,7 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     anchor_total = {"lidar": 2000, "image": 240}
     figures: list[Figure] = []
     extra: dict = {"ours": [], "tlspyo": []}
-    relay = Relay()
+    relay = Relay(
+        queue_mb=1024
+    )  # big enough that the throughput runs drop nothing (drops are counted anyway)
     try:
         for kind in ("lidar", "image"):
             for n in counts:

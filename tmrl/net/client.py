@@ -278,6 +278,10 @@ class _Core:
                 break
             except (OSError, EOFError, TimeoutError, ProtocolError, ssl.SSLError) as exc:
                 log.debug("%s %s: connection lost: %s", self.role, self.client_id, exc)
+            except TmrlError as exc:  # e.g. ConfigError: an unreadable TLS certificate
+                self.fatal = exc
+                log.error("%s", exc)
+                break
             except Exception as exc:  # a bug: surface it to the caller instead of dying silently
                 log.exception("%s %s: relay client failed", self.role, self.client_id)
                 self.fatal = TmrlError(f"relay client {self.role} {self.client_id!r} failed: {exc!r}")

@@ -147,10 +147,10 @@ def decode_arrays(
         raise ProtocolError("array meta must be a map")
     if end > size - start:
         raise ProtocolError(f"array data needs {end} bytes, the body holds {size - start}")
-    data = view[start:]
+    data = np.frombuffer(view, np.uint8, offset=start) if start < size else np.empty(0, np.uint8)
     out: dict[str, np.ndarray] = {}
     for name, dt, shape, offset, nbytes in layout:
-        a = np.frombuffer(data, dtype=dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
+        a = data[offset : offset + nbytes].view(dt).reshape(shape)
         if writable and not a.flags.writeable:
             a = a.copy()
         out[name] = a

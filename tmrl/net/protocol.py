@@ -43,6 +43,8 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 def check_depth(obj: Any, max_depth: int = MAX_DEPTH) -> None:
     """Raise ProtocolError if ``obj`` (decoded msgpack) nests deeper than ``max_depth`` (iterative walk)."""
+    if type(obj) is dict and not any(type(v) in (dict, list) for v in obj.values()):
+        return  # flat map (the usual meta / header): nothing to walk
     stack: list[tuple[Any, int]] = [(obj, 0)]
     while stack:
         cur, depth = stack.pop()
