@@ -2,8 +2,8 @@
 
 (a) full pipeline: ``tmrl.envs.make_env`` on the built-in game (capture -> LIDAR -> reward) with a torch MLP
     256x256 policy forward in the loop, controls sent to the game;
-(a') the same with ``EnvConfig.priority`` = "high" (nice -10) and = "realtime" (SCHED_FIFO for the time-step
-    thread, the game and the stepping thread); Linux, needs root or CAP_SYS_NICE;
+(a') the same with ``EnvConfig.priority`` = "high" (nice -10) and = "realtime" (SCHED_FIFO for this process's
+    threads and the game); Linux, needs root or CAP_SYS_NICE;
 (b) rtgym's own env (``real-time-gym-ts-v1``, the same class our env uses) around a trivial interface, with
     default scheduling and with its time-step thread SCHED_FIFO (the floor this machine allows).
 
@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -181,9 +180,7 @@ def run_trivial(rate: int, steps: int, *, realtime: bool = False) -> dict:
         wait_on_done=True,
     )
     env = RealTimeEnvTS(cfg)
-    tids = dict(
-        pids=[os.getpid()], timestep_tid=env._at_thread.native_id, caller_tid=threading.get_native_id()
-    )
+    tids = dict(pids=[os.getpid()], timestep_tid=env._at_thread.native_id)
     if realtime:
         set_priority("realtime", **tids)
     try:

@@ -188,7 +188,8 @@ class EnvConfig(BaseModel):
         default="normal",
         description="Linux scheduling of the real-time path, so it runs first on busy cores (needs root or "
         "CAP_SYS_NICE): 'high' = nice -10 for this process's threads and the built-in game; 'realtime' = "
-        "SCHED_FIFO for rtgym's time-step thread, the game and the thread calling step; 'normal' = as started.",
+        "SCHED_FIFO for this process's threads (rtgym's time-step thread first) and the game; 'normal' = as "
+        "started.",
     )
     respawn_timeout_s: float = Field(
         default=10.0,

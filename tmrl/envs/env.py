@@ -8,7 +8,6 @@ into the action space, re-raises errors from rtgym's time-step thread, and owns 
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
@@ -91,19 +90,14 @@ class RealTimeEnv(gymnasium.Env):
             raise
 
     def set_priority(self, mode: Priority) -> None:
-        """Scheduling of the real-time path (``EnvConfig.priority``); call it from the thread that will call
-        ``step``. ``"normal"`` puts every thread of this process and of the game back to the default."""
+        """Scheduling of the real-time path (``EnvConfig.priority``) for every thread of this process and of the
+        game; ``"normal"`` puts them all back to the default."""
         pids = [os.getpid()]
         game_pid = getattr(self.game, "pid", None)
         if isinstance(game_pid, int):
             pids.append(game_pid)
         thread = getattr(self._rt, "_at_thread", None) if isinstance(self._rt, _RtgymTS) else None
-        set_priority(
-            mode,
-            pids=pids,
-            timestep_tid=getattr(thread, "native_id", None),
-            caller_tid=threading.get_native_id(),
-        )
+        set_priority(mode, pids=pids, timestep_tid=getattr(thread, "native_id", None))
         self._priority = mode
 
     @property

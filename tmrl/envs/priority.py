@@ -6,9 +6,9 @@ timeout. Two remedies, chosen by ``EnvConfig.priority``:
 
 - ``"high"``: nice -10 for every thread of this process and of the game (threads started later inherit it);
 - ``"realtime"``: ``SCHED_FIFO`` (they preempt every normal task at once): rtgym's time-step thread at 30, the
-  game at 20, the thread that calls ``step`` at 10; threads they start later are normal again. The kernel's
-  real-time throttling (95 % by default) keeps the machine responsive even if one of them spun. Effective with
-  the default ``real-time-gym-ts-v1`` (``v1`` starts a new, normal, thread every time step).
+  game at 20, every other thread of this process at 10 (all of them: a normal thread preempted while holding the
+  GIL would stall the real-time ones). Threads and processes they start later inherit it. The kernel's real-time
+  throttling (95 % by default) keeps the machine responsive even if one of them spun.
 
 On Linux a nice value or policy belongs to each thread (task), so tasks are listed from ``/proc/<pid>/task``.
 """
@@ -24,7 +24,7 @@ from tmrl.errors import ConfigError, GameError
 
 Priority = Literal["normal", "high", "realtime"]
 HIGH_NICE = -10
-FIFO_TIMESTEP, FIFO_GAME, FIFO_CALLER = 30, 20, 10
+FIFO_TIMESTEP, FIFO_GAME, FIFO_CALLER = 30, 20, 10  # rtgym's time-step thread, the game, the rest
 
 _DENIED = (
     "env.priority = {mode!r} needs root or CAP_SYS_NICE (e.g. `sudo setcap cap_sys_nice+ep` on the Python "
@@ -50,7 +50,7 @@ def _set(tid: int, policy: int, rt_priority: int, nice: int, mode: str) -> None:
         raise GameError(_DENIED.format(mode=mode)) from None
 
 
-def set_priority(mode: Priority, *, pids: Iterable[int], timestep_tid: int | None, caller_tid: int) -> None:
+def set_priority(mode: Priority, *, pids: Iterable[int], timestep_tid: int | None) -> None:
     """Apply ``mode`` to every thread of ``pids`` (this process first, then the game's).
 
     ``"normal"`` puts them all back to the default policy and nice 0."""
@@ -60,16 +60,16 @@ def set_priority(mode: Priority, *, pids: Iterable[int], timestep_tid: int | Non
         raise ConfigError(f"env.priority = {mode!r} is supported on Linux only; set it to 'normal'")
     pids = list(pids)
     if mode == "realtime":
-        # Threads and processes started later by these ones get the normal policy (reset-on-fork): only the
-        # real-time path itself is real-time.
-        fifo = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
         own, *games = pids
         for pid in games:
             for tid in _tasks(pid):
-                _set(tid, fifo, FIFO_GAME, 0, mode)
+                _set(tid, os.SCHED_FIFO, FIFO_GAME, 0, mode)
+        # Every thread of this process, not only the two that matter: a normal thread preempted while it holds
+        # the GIL (the telemetry reader, a network client) would stall the real-time ones behind it.
+        for tid in _tasks(own):
+            _set(tid, os.SCHED_FIFO, FIFO_CALLER, 0, mode)
         if timestep_tid is not None:
-            _set(timestep_tid, fifo, FIFO_TIMESTEP, 0, mode)
-        _set(caller_tid, fifo, FIFO_CALLER, 0, mode)
+            _set(timestep_tid, os.SCHED_FIFO, FIFO_TIMESTEP, 0, mode)
         return
     nice = HIGH_NICE if mode == "high" else 0
     for pid in pids:
