@@ -18,6 +18,7 @@
 //! together and no reader ever sees a half-written row. The RNG sits behind its own mutex, held only to split off
 //! a child generator per `sample` call.
 
+mod copy;
 mod persist;
 mod rng;
 
@@ -26,6 +27,7 @@ use std::collections::HashMap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{CoreError, CoreResult};
+use copy::{copy_out, Plain, STREAM_MIN};
 pub use rng::Xoshiro256;
 
 /// "No row": the link value of a row without predecessor / successor.
@@ -185,10 +187,35 @@ impl Column {
     fn zeros(dtype: Dtype, len: usize) -> Self {
         // vec![0; n] comes from calloc: pages are only made resident when written.
         match dtype {
-            Dtype::U8 => Column::U8(vec![0; len]),
-            Dtype::F32 => Column::F32(vec![0.0; len]),
+            Dtype::U8 => Column::U8(huge_pages(vec![0; len])),
+            Dtype::F32 => Column::F32(huge_pages(vec![0.0; len])),
         }
     }
+}
+
+/// Asks Linux to back a large buffer with transparent huge pages (2 MiB): sampling reads rows at random over
+/// gigabytes, and 4 KiB pages would cost a TLB miss per row. Only a hint; without it (or elsewhere) nothing
+/// changes but speed.
+fn huge_pages<T>(v: Vec<T>) -> Vec<T> {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let (start, bytes) = (v.as_ptr() as usize, std::mem::size_of_val(v.as_slice()));
+        let aligned = start.next_multiple_of(HUGE);
+        let end = (start + bytes) / HUGE * HUGE;
+        if end > aligned {
+            // SAFETY: the range lies inside the buffer `v` owns; MADV_HUGEPAGE changes no contents or
+            // permissions, and a failure (e.g. THP disabled) is harmless.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    v
 }
 
 /// A read-only input slice of one component: `n * row_len` elements, row-major.
@@ -351,14 +378,14 @@ fn prefetch_span<T>(src: &[T], start: usize, len: usize) {
 
 /// Copies the rows at `slots` of `src` (`row` elements each) into `dst`, in one memcpy when consecutive.
 #[inline(always)]
-fn copy_rows<T: Copy>(src: &[T], dst: &mut [T], slots: &[usize], row: usize) {
+fn copy_rows<T: Plain>(src: &[T], dst: &mut [T], slots: &[usize], row: usize) {
     let first = slots[0];
     let consecutive = slots.iter().enumerate().all(|(j, &s)| s == first + j);
     if consecutive {
-        dst.copy_from_slice(&src[first * row..(first + slots.len()) * row]);
+        copy_out(dst, &src[first * row..(first + slots.len()) * row]);
     } else {
         for (d, &s) in dst.chunks_exact_mut(row).zip(slots) {
-            d.copy_from_slice(&src[s * row..(s + 1) * row]);
+            copy_out(d, &src[s * row..(s + 1) * row]);
         }
     }
 }
@@ -378,7 +405,7 @@ fn prefetch_window<T>(src: &[T], slots: &[usize], row: usize) {
 
 /// Writes one component's histories as separate obs / next_obs arrays. `chains` holds, per transition,
 /// `w` slots oldest first ending with the sampled row and its successor; the component uses the last k+1.
-fn gather_split<T: Copy>(
+fn gather_split<T: Plain>(
     src: &[T],
     obs: &mut [T],
     next: &mut [T],
@@ -405,13 +432,18 @@ fn gather_split<T: Copy>(
         let o = &mut obs[i * k * row..(i + 1) * k * row];
         copy_rows(src, o, &c[..k], row);
         let n = &mut next[i * k * row..(i + 1) * k * row];
-        n[..(k - 1) * row].copy_from_slice(&o[row..]);
-        n[(k - 1) * row..].copy_from_slice(&src[c[k] * row..(c[k] + 1) * row]);
+        if std::mem::size_of_val(n) >= STREAM_MIN {
+            // Large histories were streamed past the cache: copy again from the ring, not from `o`.
+            copy_rows(src, n, &c[1..], row);
+        } else {
+            n[..(k - 1) * row].copy_from_slice(&o[row..]);
+            n[(k - 1) * row..].copy_from_slice(&src[c[k] * row..(c[k] + 1) * row]);
+        }
     }
 }
 
 /// Writes one component's histories as one (B, K+1, row) window.
-fn gather_window<T: Copy>(
+fn gather_window<T: Plain>(
     src: &[T],
     win: &mut [T],
     chains: &[usize],
@@ -786,6 +818,7 @@ impl ReplayRing {
                 _ => unreachable!("dtypes checked in check_out"),
             }
         }
+        copy::fence();
         let a = self.spec.action_dim;
         for (i, &t) in slots.iter().enumerate() {
             if let Some(&ahead) = slots.get(i + PREFETCH) {
