@@ -8,31 +8,42 @@ import numpy as np
 import pytest
 from gymnasium.envs.box2d.car_racing import CarRacing
 
+from tmrl.games.carracing.pilot import Pilot
 from tmrl.games.carracing.sim import GAME_DT, RaceSim, Renderer
 
 
-@pytest.mark.parametrize("size", [(96, 96), (128, 64)])
-def test_renderer_matches_carracing_state_pixels(size: tuple[int, int]) -> None:
-    w, h = size
+class _Reference(CarRacing):
+    """Gymnasium's CarRacing, rendering only when asked (its step renders every frame otherwise)."""
+
+    rendering = False
+
+    def _render(self, mode: str):  # type: ignore[no-untyped-def]
+        return super()._render(mode) if self.rendering else None
+
+
+def test_renderer_matches_carracing_state_pixels() -> None:
     sim = RaceSim(3)
-    ours = Renderer(sim, w, h, supersample=2)
-    ref = CarRacing(render_mode="state_pixels")
+    ref = _Reference(render_mode="state_pixels")
     ref.reset(seed=3)
-    for i in range(120):
-        steer = 0.0 if i < 60 else 0.4
-        sim.tick(0.6, 0.0, steer)
-        ref.step(np.array([steer, 0.6, 0.0]))
+    pilot = Pilot(sim.track_xy)  # on the road, into a bend: road edges and kerbs are in view
+    frame = sim.telemetry()
+    for _ in range(150):
+        gas, brake, steer = pilot.action(frame)
+        frame = sim.tick(gas, brake, steer)
+        ref.step(np.array([steer, gas, brake]))
     assert tuple(sim.env.car.hull.position) == pytest.approx(tuple(ref.car.hull.position))
     ref.t = max(ref.t, 1.0)  # past CarRacing's zoom-in animation, which our renderer skips
     ref.reward = 0.0  # CarRacing prints its reward counter on the dashboard; we do not
-    ref._render("state_pixels")  # draws CarRacing's 1000x800 view into ref.surf, then scales it to 96x96
-    expected = ref._create_image_array(ref.surf, (w, h))
-    got = ours.render()
-    assert got.shape == (h, w, 3) and got.dtype == np.uint8
-    diff = np.abs(got.astype(int) - expected.astype(int)).max(axis=2)
-    scene = slice(0, int(h * 0.85))  # the dashboard's reward text is the one thing we leave out
-    assert diff[scene].mean() < 6.0
-    assert (diff[scene] > 40).mean() < 0.03
+    ref.rendering = True
+    ref._render("state_pixels")  # draws CarRacing's 1000x800 view into ref.surf (then scales it to 96x96)
+    for w, h in [(96, 96), (128, 64)]:
+        expected = ref._create_image_array(ref.surf, (w, h))
+        got = Renderer(sim, w, h, supersample=2).render()
+        assert got.shape == (h, w, 3) and got.dtype == np.uint8
+        diff = np.abs(got.astype(int) - expected.astype(int)).max(axis=2)
+        scene = slice(0, int(h * 0.85))  # the dashboard's reward text is the one thing we leave out
+        assert diff[scene].mean() < 3.5, (w, h)  # measured 2.8; a 3 % zoom error gives 4.2
+        assert (diff[scene] > 40).mean() < 0.012, (w, h)  # measured 0.006; 3 % zoom error: 0.019
 
 
 def test_renderer_reuses_out_and_is_deterministic() -> None:
