@@ -58,7 +58,7 @@ def test_presets_are_tmrl_defaults_and_validated() -> None:
 
 def test_sac_critic_loss_uses_the_soft_target_and_only_termination_stops_bootstrap() -> None:
     torch.manual_seed(0)
-    algo = AlgorithmConfig(gamma=0.9, alpha=0.3)
+    algo = AlgorithmConfig(gamma=0.9, alpha=0.3, learn_entropy=False)
     sac = SAC(SPEC, algo, SMALL, CPU)
     before = copy.deepcopy(sac)
     b = minibatch()
@@ -81,7 +81,7 @@ def test_sac_critic_loss_uses_the_soft_target_and_only_termination_stops_bootstr
 
 def test_sac_polyak_and_fixed_alpha() -> None:
     torch.manual_seed(0)
-    sac = SAC(SPEC, AlgorithmConfig(polyak=0.9, alpha=0.05), SMALL, CPU)
+    sac = SAC(SPEC, AlgorithmConfig(polyak=0.9, alpha=0.05, learn_entropy=False), SMALL, CPU)
     old_target = [p.clone() for p in sac.critic_target.parameters()]
     sac.update(minibatch())
     for t_old, t_new, p in zip(
@@ -95,18 +95,28 @@ def test_sac_polyak_and_fixed_alpha() -> None:
 def test_learned_alpha_moves_towards_the_target_entropy() -> None:
     torch.manual_seed(0)
     # An unreachable target entropy (very high) must make alpha grow; a very low one must make it shrink.
-    up = SAC(SPEC, AlgorithmConfig(learn_entropy=True, target_entropy=50.0, lr_entropy=1e-2), SMALL, CPU)
-    down = SAC(SPEC, AlgorithmConfig(learn_entropy=True, target_entropy=-50.0, lr_entropy=1e-2), SMALL, CPU)
+    up = SAC(
+        SPEC,
+        AlgorithmConfig(learn_entropy=True, alpha=0.05, target_entropy=50.0, lr_entropy=1e-2),
+        SMALL,
+        CPU,
+    )
+    down = SAC(
+        SPEC,
+        AlgorithmConfig(learn_entropy=True, alpha=0.05, target_entropy=-50.0, lr_entropy=1e-2),
+        SMALL,
+        CPU,
+    )
     for i in range(5):
         up.update(minibatch(seed=i))
         down.update(minibatch(seed=i))
-    assert float(up.alpha) > 0.01 > float(down.alpha)
+    assert float(up.alpha) > 0.05 > float(down.alpha)
     assert SAC(SPEC, AlgorithmConfig(target_entropy=None), SMALL, CPU).target_entropy == -2.0
 
 
 def test_actor_step_leaves_critics_untouched_by_actor_gradients() -> None:
     torch.manual_seed(0)
-    sac = SAC(SPEC, AlgorithmConfig(lr_critic=1e-3, lr_actor=1e-3), SMALL, CPU)
+    sac = SAC(SPEC, AlgorithmConfig(lr_critic=1e-3, lr_actor=1e-3, gamma=0.995, alpha=0.01), SMALL, CPU)
     before = copy.deepcopy(sac)
     b = minibatch()
     torch.manual_seed(3)

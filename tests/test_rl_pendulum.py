@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tmrl.rl.config import RLConfig, TrainerConfig, preset
+from tmrl.rl.config import ModelConfig, RLConfig, TrainerConfig, preset
 from tmrl.rl.metrics import read_metrics
 from tmrl.rl.sync import DictActionAdapter, evaluate, train_sync
 
@@ -22,6 +22,7 @@ from tmrl.rl.sync import DictActionAdapter, evaluate, train_sync
 def test_sac_solves_pendulum(tmp_path: Path) -> None:
     config = RLConfig(
         algorithm=preset("fast-sac"),
+        model=ModelConfig(hidden=(256, 256)),
         trainer=TrainerConfig(
             batch_size=256,
             replay_capacity=100_000,
