@@ -1,0 +1,434 @@
+"""Learning benchmark: ``tmrl run`` (one worker, real time, LIDAR, CPU) on the built-in game, return vs time.
+
+``python -m bench.learning --variant ours --minutes 60`` runs ``tmrl run`` with the defaults that long, then:
+
+- the curve: every test episode the worker drives during the run (deterministic policy, real time, default
+  track; ``worker.test_every``) with its wall-clock minute and the samples collected so far, plus the mean of
+  the last 5 of them; ``minutes_to_800`` / ``minutes_to_900``: the first minutes that mean reached 800 / 900;
+- each exported actor (the trainer writes one at every checkpoint) also evaluated on the synchronous proxy of
+  the game (``bench/tuning/proxy.py``: same physics, observations and reward, no real-time clock), default
+  track;
+- at the end the final actor drives, in real time, 5 episodes on the default track and one on each of
+  ``--unseen`` tracks never used in training (seeds 1..N, reward on the track's centre line).
+
+``--variant tmrl`` does the same with TMRL 0.7.1's default SAC hyper-parameters (DESIGN.md section 2) in our
+pipeline (same env and observations). Each variant's results are merged into ``bench/results/learning.json``
+(a run of one variant keeps the other's) and the curves of both are drawn into ``bench/results/learning.png``.
+``--plot-only`` redraws the PNG and the figures from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import RESULTS, ROOT, Figure, absolute, write_results
+
+NAME = "learning"
+TRAIN_SEED = 0
+UNSEEN_SEEDS = (1, 2, 3, 4, 5)
+WINDOW = 5  # test episodes in the rolling mean
+
+# TMRL 0.7.1's default SAC and trainer settings (DESIGN.md section 2), as --set overrides of our config.
+TMRL_DEFAULTS = {
+    "algorithm.name": '"sac"',
+    "algorithm.lr_actor": "1e-5",
+    "algorithm.lr_critic": "5e-5",
+    "algorithm.lr_entropy": "3e-4",
+    "algorithm.betas": "[0.997, 0.997]",
+    "algorithm.gamma": "0.995",
+    "algorithm.polyak": "0.995",
+    "algorithm.alpha": "0.01",
+    "algorithm.learn_entropy": "false",
+    "algorithm.target_entropy": "-0.5",
+    "model.hidden": "[256, 256]",
+    "trainer.batch_size": "256",
+    "trainer.warmup_steps": "1000",
+    "trainer.max_updates_per_step": "4.0",
+    "trainer.publish_every": "200",
+}
+VARIANTS = {"ours": {}, "tmrl": TMRL_DEFAULTS}
+LABELS = {"ours": "tmrl defaults (tuned)", "tmrl": "TMRL 0.7.1 default SAC hyper-parameters"}
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _tmrl_cmd() -> list[str]:
+    return [sys.executable, "-m", "tmrl.cli.main"]
+
+
+def _write_centerline_reward(path: Path, seed: int) -> Path:
+    from bench.tuning.proxy import centerline_trajectory
+    from tmrl.envs.reward import save_trajectory
+
+    return save_trajectory(path, centerline_trajectory(seed))
+
+
+def _rolling_first(points: list[dict], threshold: float) -> float | None:
+    """First minute at which the mean of the last WINDOW test returns reached ``threshold``."""
+    for p in points:
+        if p.get("mean5") is not None and p["mean5"] >= threshold:
+            return p["minutes"]
+    return None
+
+
+def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
+    """(test episodes, train episodes) from the run's metrics.csv, with minutes since ``t0``."""
+    test: list[dict] = []
+    train: list[dict] = []
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return test, train
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            tag = row["tag"]
+            if tag not in ("episodes/test_return", "episodes/train_return"):
+                continue
+            point = {
+                "minutes": round((float(row["wall_time"]) - t0) / 60.0, 3),
+                "env_steps": int(row["env_steps"]),
+                "return": round(float(row["value"]), 1),
+            }
+            (test if tag == "episodes/test_return" else train).append(point)
+    for i, p in enumerate(test):
+        window = [q["return"] for q in test[max(0, i - WINDOW + 1) : i + 1]]
+        p["mean5"] = round(float(np.mean(window)), 1) if len(window) == WINDOW else None
+    return test, train
+
+
+def _proxy_return(actor, env_config, seeds: list[int]) -> list[float]:
+    from bench.tuning.proxy import ProxyEnv
+    from bench.tuning.tune import evaluate
+
+    env = ProxyEnv(env_config, seeds)
+    try:
+        return [e["return"] for e in evaluate(actor, env, seeds)]
+    finally:
+        env.close()
+
+
+def _realtime_returns(actor, env_config, seed: int, reward_path: Path, episodes: int) -> list[dict]:
+    """Deterministic episodes in real time on the built-in game with track ``seed``."""
+    from tmrl.envs import make_env
+    from tmrl.games.config import CarRacingConfig
+
+    cfg = env_config.model_copy(update={"reward": env_config.reward.model_copy(update={"path": reward_path})})
+    env = make_env(cfg, CarRacingConfig(seed=seed))
+    out = []
+    try:
+        for _ in range(episodes):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                obs, _ = env.reset()
+                ret, steps, done, info = 0.0, 0, False, {}
+                while not done:
+                    obs, r, term, trunc, info = env.step(actor.act(obs, deterministic=True))
+                    ret += r
+                    steps += 1
+                    done = term or trunc
+            n_timeouts = sum("timed out" in str(w.message) for w in caught)
+            out.append(
+                {
+                    "track": seed,
+                    "return": round(ret, 1),
+                    "steps": steps,
+                    "progress": round(float(info.get("progress", 0.0)), 3),
+                    "finished": bool(info.get("finished", False)),
+                    "timeouts": n_timeouts,
+                }
+            )
+            print(
+                f"  track {seed}: return {ret:.1f} in {steps} steps, {n_timeouts} time-step timeouts",
+                flush=True,
+            )
+    finally:
+        env.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- one run
+def run_variant(variant: str, minutes: float, unseen: int, data_dir: Path, final_episodes: int) -> dict:
+    from tmrl.config import load_config
+    from tmrl.rl.export import load_actor
+
+    run_name = f"bench-{variant}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    reward = data_dir / "rewards" / f"carracing-seed{TRAIN_SEED}.json"
+    if not reward.exists():  # what `tmrl run` would record on first use: the pilot drives one lap (not timed)
+        from tmrl.envs import record_reward
+        from tmrl.games.config import CarRacingConfig
+
+        record_reward(CarRacingConfig(seed=TRAIN_SEED), reward)
+    sets = [f"{k}={v}" for k, v in VARIANTS[variant].items()]
+    set_args = [a for s in sets for a in ("--set", s)]
+    cmd = [
+        *_tmrl_cmd(),
+        "run",
+        "--data-dir",
+        str(data_dir),
+        "--name",
+        run_name,
+        "--fresh",
+        "--port",
+        "0",
+        "--no-live",
+        "--duration",
+        str(minutes * 60.0),
+        *set_args,
+    ]
+    print("running:", " ".join(cmd), flush=True)
+    run_dir = data_dir / "runs" / run_name
+    actor_file = run_dir / "weights" / "actor.safetensors"
+    log = open(data_dir / f"{run_name}.log", "w")  # noqa: SIM115 - closed below
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    checkpoints: list[dict] = []
+    seen_mtime = 0.0
+    config = None
+    try:
+        while proc.poll() is None:
+            time.sleep(5.0)
+            if config is None and (run_dir / "config.toml").exists():
+                config = load_config(data_dir=data_dir, config_file=run_dir / "config.toml")
+            if config is None or not actor_file.exists() or actor_file.stat().st_mtime == seen_mtime:
+                continue
+            seen_mtime = actor_file.stat().st_mtime
+            minute = (seen_mtime - t0) / 60.0
+            status = _json(run_dir / "status" / "trainer.json")
+            try:
+                actor = load_actor(actor_file)
+            except Exception as exc:  # noqa: BLE001 - a file being replaced: try at the next change
+                print(f"  (actor not readable yet: {exc})")
+                continue
+            ret = _proxy_return(actor, config.env, [TRAIN_SEED])[0]
+            point = {
+                "minutes": round(minute, 2),
+                "env_steps": status.get("env_steps"),
+                "updates": status.get("updates"),
+                "proxy_return": ret,
+            }
+            checkpoints.append(point)
+            test, _ = _read_metrics(run_dir, t0)
+            last = test[-1] if test else None
+            print(f"  {json.dumps(point)}; last real-time test episode: {last}", flush=True)
+    except KeyboardInterrupt:
+        proc.terminate()
+        raise
+    finally:
+        proc.wait()
+        log.close()
+    minutes_run = round((time.time() - t0) / 60.0, 2)
+    if proc.returncode != 0:
+        print(f"warning: tmrl run exited with code {proc.returncode}; see {data_dir / (run_name + '.log')}")
+    if config is None:
+        raise SystemExit(f"tmrl run did not start; see {data_dir / (run_name + '.log')}")
+    test, train = _read_metrics(run_dir, t0)
+    status = _json(run_dir / "status" / "trainer.json")
+    result: dict = {
+        "label": LABELS[variant],
+        "overrides": VARIANTS[variant],
+        "minutes_run": minutes_run,
+        "samples": status.get("env_steps"),
+        "updates": status.get("updates"),
+        "test_episodes": test,
+        "train_episodes": train,
+        "checkpoints": checkpoints,
+        "minutes_to_800": _rolling_first(test, 800.0),
+        "minutes_to_900": _rolling_first(test, 900.0),
+        "best_mean5": max((p["mean5"] for p in test if p["mean5"] is not None), default=None),
+    }
+    if actor_file.exists():
+        actor = load_actor(actor_file)
+        keep = data_dir / f"final-actor-{variant}.safetensors"
+        shutil.copyfile(actor_file, keep)
+        result["actor"] = str(keep)
+        print("final actor, real time:", flush=True)
+        default = _realtime_returns(actor, config.env, TRAIN_SEED, reward, final_episodes)
+        others = []
+        for seed in UNSEEN_SEEDS[:unseen]:
+            path = _write_centerline_reward(data_dir / "rewards" / f"centerline-seed{seed}.json", seed)
+            others += _realtime_returns(actor, config.env, seed, path, 1)
+        result["final"] = {
+            "default_track": default,
+            "default_track_mean": _mean(default),
+            "unseen_tracks": others,
+            "unseen_tracks_mean": _mean(others),
+            "proxy_default_track": _proxy_return(actor, config.env, [TRAIN_SEED])[0],
+            "proxy_unseen_tracks": _proxy_return(actor, config.env, list(UNSEEN_SEEDS[: max(unseen, 5)])),
+        }
+    return result
+
+
+def _mean(episodes: list[dict]) -> float | None:
+    return round(float(np.mean([e["return"] for e in episodes])), 1) if episodes else None
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def figures(doc: dict) -> list[Figure]:
+    ours = doc.get("variants", {}).get("ours")
+    anchor = doc.get("variants", {}).get("tmrl")
+    figs: list[Figure] = []
+    if not ours or "final" not in ours:
+        return figs
+    a_final = (anchor or {}).get("final", {})
+    note_a = (
+        f"TMRL hyper-parameters ran {anchor['minutes_run']:.0f} min" if anchor else "TMRL variant not run"
+    )
+    fin = ours["final"]
+    if fin.get("default_track_mean") is not None:
+        figs.append(
+            absolute(
+                "final actor, default track, mean of 5 real-time episodes",
+                "return",
+                fin["default_track_mean"],
+                900.0,
+                at_most=False,
+                anchor=a_final.get("default_track_mean"),
+                anchor_name="TMRL 0.7.1 SAC defaults",
+                note=f"ours ran {ours['minutes_run']:.0f} min; {note_a}",
+            )
+        )
+    if fin.get("unseen_tracks_mean") is not None:
+        figs.append(
+            absolute(
+                f"final actor, {len(fin['unseen_tracks'])} unseen tracks, mean real-time return",
+                "return",
+                fin["unseen_tracks_mean"],
+                800.0,
+                at_most=False,
+                anchor=a_final.get("unseen_tracks_mean"),
+                anchor_name="TMRL 0.7.1 SAC defaults",
+            )
+        )
+    if ours.get("best_mean5") is not None:
+        figs.append(
+            absolute(
+                "best mean of 5 consecutive real-time test episodes during the run",
+                "return",
+                ours["best_mean5"],
+                900.0,
+                at_most=False,
+                anchor=(anchor or {}).get("best_mean5"),
+                anchor_name="TMRL 0.7.1 SAC defaults",
+            )
+        )
+    m900 = ours.get("minutes_to_900")
+    figs.append(
+        Figure(
+            "minutes to a mean of 5 real-time test episodes >= 900",
+            "min",
+            ours["minutes_run"] if m900 is None else m900,
+            (anchor or {}).get("minutes_to_900"),
+            "TMRL 0.7.1 SAC defaults",
+            "<= 60 min",
+            m900 is not None and m900 <= 60.0,
+            note=f"not reached in the {ours['minutes_run']:.0f}-min run (value = minutes run, a lower bound)"
+            if m900 is None
+            else "",
+        )
+    )
+    return figs
+
+
+def plot(doc: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = {"ours": "tab:blue", "tmrl": "tab:orange"}
+    for variant, res in doc.get("variants", {}).items():
+        c = colors.get(variant, "gray")
+        test = res.get("test_episodes", [])
+        for ax, key in ((axes[0], "minutes"), (axes[1], "env_steps")):
+            if test:
+                ax.scatter([p[key] for p in test], [p["return"] for p in test], s=10, color=c, alpha=0.5)
+                m = [p for p in test if p.get("mean5") is not None]
+                ax.plot(
+                    [p[key] for p in m],
+                    [p["mean5"] for p in m],
+                    color=c,
+                    label=f"{res['label']}: test episodes, mean of 5 ({res['minutes_run']:.0f} min run)",
+                )
+            cps = [p for p in res.get("checkpoints", []) if p.get(key) is not None]
+            if cps:
+                ax.plot(
+                    [p[key] for p in cps],
+                    [p["proxy_return"] for p in cps],
+                    color=c,
+                    linestyle="--",
+                    marker="o",
+                    markersize=3,
+                    label=f"{res['label']}: checkpoints on the synchronous proxy",
+                )
+    for ax, xlabel in ((axes[0], "wall-clock minutes"), (axes[1], "samples (environment steps)")):
+        ax.axhline(900, color="green", linewidth=0.8, linestyle=":")
+        ax.axhline(800, color="olive", linewidth=0.8, linestyle=":")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("return (CarRacing scale)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Built-in game, real time 20 Hz, LIDAR, one worker, CPU (2 shared cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(doc: dict) -> None:
+    ours = doc.get("variants", {}).get("ours", {})
+    extra = {
+        "variants": doc.get("variants", {}),
+        "minutes_to_800": ours.get("minutes_to_800"),
+        "minutes_to_900": ours.get("minutes_to_900"),
+        "minutes_run": {k: v.get("minutes_run") for k, v in doc.get("variants", {}).items()},
+        "images": doc.get(
+            "images", "not run (time box): image observations (CNN, MobileNetV3) were not trained"
+        ),
+    }
+    write_results(NAME, figures(doc), extra)
+    plot(doc, RESULTS / f"{NAME}.png")
+    print(f"wrote {(RESULTS / (NAME + '.png')).relative_to(ROOT)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="ours")
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock minutes of training")
+    p.add_argument("--unseen", type=int, default=5, help="unseen tracks in the final real-time evaluation")
+    p.add_argument("--final-episodes", type=int, default=5, help="final real-time episodes, default track")
+    p.add_argument("--data-dir", type=Path, default=None, help="tmrl data directory (default: a temp dir)")
+    p.add_argument("--plot-only", action="store_true", help="redraw figures and PNG from the JSON")
+    args = p.parse_args()
+    path = RESULTS / f"{NAME}.json"
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    doc.setdefault("variants", {})
+    if not args.plot_only:
+        data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix=f"tmrl-learning-{args.variant}-"))
+        print(f"data directory (run, logs, final actor; kept): {data_dir}", flush=True)
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        doc["variants"][args.variant] = run_variant(
+            args.variant, args.minutes, args.unseen, data_dir, args.final_episodes
+        )
+    report(doc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""A synchronous stand-in for the built-in game's real-time env, for fast tuning and cheap evaluation.
+
+``ProxyEnv`` steps the built-in game's own world (``RaceSim``: CarRacing-v3 physics, the same tracks) and
+renders it with the same ``Renderer`` in this process, builds observations with the env's
+``ObservationBuilder`` (the same LIDAR through ``tmrl._core.Lidar``, speed, extra telemetry, rtgym's action
+buffer) and rewards with the env's ``CarRacingReward`` on a trajectory made of the track's centre line. Only
+the clock differs: instead of 20 Hz of wall time, each step advances the physics by the frames a 0.05 s time
+step spans at 50 frames/s (2.5 on average; the observation is taken 2 frames after the action, as rtgym
+captures it at 0.04 s), as fast as the machine allows. No jitter, no lost time steps: results on it are an
+upper bound of what real time gives.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from tmrl.envs.config import EnvConfig, resolved_reward_mode
+from tmrl.envs.observations import ObservationBuilder, action_space, dict_space, observation_spec
+from tmrl.envs.reward import CarRacingReward, ProgressTracker, Trajectory, TrajectoryReward
+from tmrl.spaces import ObservationSpec
+
+PHYSICS_HZ = 50.0
+
+
+def centerline_trajectory(seed: int) -> Trajectory:
+    """The track's centre line from the start line round to it again, as a reward trajectory."""
+    from tmrl.games.carracing.pilot import track_centerline
+
+    xy = track_centerline(seed)
+    xy = np.vstack([xy, xy[:1]])
+    pts = np.stack([xy[:, 0], np.zeros(len(xy)), xy[:, 1]], axis=1)
+    return Trajectory(pts, "carracing", seed)
+
+
+class ProxyEnv(gym.Env):
+    """Synchronous built-in game with the real-time env's observations and reward (see module docstring)."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, config: EnvConfig, seeds: int | list[int] = 0, *, supersample: int = 2) -> None:
+        from tmrl.games.carracing.sim import RaceSim, Renderer
+
+        self.config = config
+        self.seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        self._seed_i = 0
+        self.spec_: ObservationSpec = observation_spec(config)
+        self.observation_space = dict_space(self.spec_)
+        self.action_space = action_space()
+        self.sims = {}
+        self.rewards = {}
+        self._renderers = {}
+        rc = config.reward
+        for s in self.seeds:
+            sim = RaceSim(s)
+            self.sims[s] = sim
+            self._renderers[s] = Renderer(sim, 96, 96, supersample)
+            points = centerline_trajectory(s).resampled(rc.spacing)
+            tracker = ProgressTracker(points, rc.check_forward, rc.check_backward, rc.max_stray)
+            mode = resolved_reward_mode(config)
+            self.rewards[s] = (
+                CarRacingReward(tracker, rc) if mode == "carracing" else TrajectoryReward(tracker, rc)
+            )
+        self.builder = ObservationBuilder(config, (96, 96, 3), "rgb", config.rtgym.time_step_s)
+        self.frames_per_step = config.rtgym.time_step_s * PHYSICS_HZ
+        self.capture_frames = int(config.rtgym.start_obs_capture_s * PHYSICS_HZ + 1e-9)
+        self.act_buf: deque[np.ndarray] = deque(maxlen=config.rtgym.act_buf_len)
+        self.seed = self.seeds[0]
+        self.steps = 0
+        self._clock = 0.0  # physics frames owed to the time steps so far
+        self._ticked = 0
+        self._obs_tick = 0
+        self._action = np.zeros(3, np.float32)
+
+    @property
+    def sim(self):
+        return self.sims[self.seed]
+
+    def _obs(self, parts: list[np.ndarray]) -> dict[str, np.ndarray]:
+        names = [c.name for c in self.spec_.components if c.name != "prev_actions"]
+        out = dict(zip(names, parts, strict=True))
+        out["prev_actions"] = np.array(self.act_buf, dtype=np.float32)
+        return out
+
+    def _tick(self, n: int):
+        tel = None
+        a = self._action
+        for _ in range(n):
+            tel = self.sim.tick(float(a[0]), float(a[1]), float(a[2]))
+            self._ticked += 1
+        return tel if tel is not None else self.sim.telemetry()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "track" in options:
+            self.seed = int(options["track"])
+        else:
+            self.seed = self.seeds[self._seed_i % len(self.seeds)]
+            self._seed_i += 1
+        self.sim.reset()
+        self.reward = self.rewards[self.seed]
+        self.reward.reset()
+        self.act_buf.clear()
+        for _ in range(self.config.rtgym.act_buf_len):
+            self.act_buf.append(np.zeros(3, np.float32))
+        self._action = np.zeros(3, np.float32)
+        self.steps = 0
+        self._clock = 0.0
+        self._ticked = 0
+        self._obs_tick = 0
+        frame = self._renderers[self.seed].render()
+        return self._obs(self.builder.reset(frame, self.sim.telemetry(), 0.0)), {}
+
+    def step(self, action):
+        a = np.clip(np.asarray(action, np.float32).reshape(3), -1.0, 1.0)
+        # frames still owed to the previous time step run with the previous action
+        start = self.steps * self.frames_per_step
+        self._tick(int(round(start)) - self._ticked)
+        self._action = a
+        self.act_buf.append(a.copy())
+        self.steps += 1
+        tel = self._tick(self.capture_frames)
+        frame = self._renderers[self.seed].render()
+        pos = np.array((tel.x, tel.y, tel.z))
+        finished = tel.finished >= 0.5
+        elapsed, self._obs_tick = self._ticked - self._obs_tick, self._ticked  # frames between observations
+        reward, terminated = self.reward.step(pos, finished, elapsed)
+        tracker = self.reward.tracker
+        progress = tracker.index / max(1, tracker.last_index)
+        obs = self._obs(self.builder.build(frame, tel, progress))
+        truncated = self.steps >= self.config.rtgym.ep_max_length and not terminated
+        return (
+            obs,
+            float(reward),
+            bool(terminated),
+            bool(truncated),
+            {"progress": progress, "finished": finished},
+        )
+
+    def close(self) -> None:
+        for sim in self.sims.values():
+            sim.env.close()
