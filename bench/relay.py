@@ -31,6 +31,7 @@ from tmrl.net.config import RelayConfig
 
 SECRET = "bench-relay-secret"
 WORKER_PROCS = 2
+WEIGHT_PROCS = 4  # the 32 weight listeners run in 4 processes (a real worker is one process, one client)
 QUEUE_MB = 256
 
 
@@ -222,9 +223,11 @@ def ours_weights(relay: Relay, workers: int, mb: float, reps: int) -> dict:
     trainer = TrainerClient(relay.config, "bench-trainer")
     assert trainer.wait_connected(10)
     ids = [f"wl-{i}" for i in range(workers)]
-    groups = _split(ids, WORKER_PROCS)
+    groups = _split(ids, WEIGHT_PROCS)
     procs = [
-        _spawn("_weights", "--port", str(relay.port), "--ids", ",".join(g), "--last", str(reps))
+        _spawn(
+            "_weights", "--port", str(relay.port), "--ids", ",".join(g), "--last", str(reps + 1)
+        )  # version 1: untimed warm-up
         for g in groups
     ]
     lat = []
@@ -238,12 +241,13 @@ def ours_weights(relay: Relay, workers: int, mb: float, reps: int) -> dict:
             "pi.l2.w": n_floats // 4,
             "pi.l3.w": n_floats - 3 * (n_floats // 4),
         }
-        for v in range(1, reps + 1):
+        for v in range(1, reps + 2):
             arrays = {k: np.full(n, v, np.float32) for k, n in shapes.items()}
             t0 = time.monotonic()
             trainer.publish_weights(v, arrays, {"step": v})
             t_all = max(float(_line(p, f"GOT {v} ").split()[2]) for p in procs)
-            lat.append((t_all - t0) * 1e3)
+            if v > 1:  # version 1 is a warm-up, as the anchor's version 0
+                lat.append((t_all - t0) * 1e3)
     finally:
         for p in procs:
             p.kill()
