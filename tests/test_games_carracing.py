@@ -356,3 +356,59 @@ def test_a_fixed_port_can_be_reused_right_after_close() -> None:
             g.telemetry.latest()
         finally:
             g.close()
+
+
+def test_continuous_rendering() -> None:
+    g = open_game(CarRacingConfig(seed=3, render_mode="continuous", max_render_hz=25.0, grab_timeout_s=1.0))
+    assert isinstance(g, CarRacingGame)
+    try:
+        header = g._state.header
+        first_count = int(header[S.H_FRAME_COUNT])
+        _drive_until(g, 1.0, lambda f: f.distance > 10.0)
+        assert int(header[S.H_FRAME_COUNT]) > first_count + 2, "the game renders without being asked"
+        a = g.screen.grab()
+        _drive_until(g, 1.0, lambda f: f.distance > 25.0)
+        b = g.screen.grab()
+        assert a.shape == b.shape == (96, 96, 3)
+        assert np.abs(a[:84].astype(int) - b[:84].astype(int)).sum() > 0
+        os.kill(g.pid, signal.SIGSTOP)  # a stalled game: alive, but no new frame
+        try:
+            with pytest.raises(GameError, match=r"rendered no new frame for 1.0 s \(is it stalled\?\)"):
+                for _ in range(100):
+                    g.screen.grab()
+                    time.sleep(0.05)
+        finally:
+            os.kill(g.pid, signal.SIGCONT)
+        os.kill(g.pid, signal.SIGKILL)
+        exited = r"(has exited|rendered no new frame for 1.0 s) \(no error output \(exit code -9\)\)"
+        with pytest.raises(GameError, match=exited):
+            for _ in range(100):
+                g.screen.grab()
+                time.sleep(0.05)
+    finally:
+        g.close()
+
+
+def test_on_demand_rendering() -> None:
+    g = open_game(CarRacingConfig(seed=3, render_mode="on_demand", max_render_hz=1000.0))
+    assert isinstance(g, CarRacingGame)
+    try:
+        header = g._state.header
+        count = int(header[S.H_FRAME_COUNT])
+        _drive_until(g, 1.0, lambda f: f.distance > 10.0)
+        assert int(header[S.H_FRAME_COUNT]) == count, "nothing is rendered unless asked"
+        a = g.screen.grab()
+        assert int(header[S.H_FRAME_COUNT]) == count + 1
+        _drive_until(g, 1.0, lambda f: f.distance > 25.0)
+        b = g.screen.grab()
+        assert np.abs(a[:84].astype(int) - b[:84].astype(int)).sum() > 0
+        g.controller.respawn()
+        start = g.screen.grab()
+        road = start[60:84, 40:56].astype(int)
+        assert (
+            (abs(road[..., 0] - road[..., 1]) <= 3) & (road[..., 0] >= 95) & (road[..., 0] <= 112)
+        ).sum() > 20
+    finally:
+        g.close()
+    with pytest.raises(GameError, match="closed"):
+        g.screen.grab()

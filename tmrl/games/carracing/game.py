@@ -103,20 +103,47 @@ class _CommandChannel:
 
 
 class CarRacingScreen:
-    """Frames from shared memory: each ``grab`` asks the game to render and copies the finished frame."""
+    """Frames from shared memory: the latest one the game rendered (continuous), or one it renders on request."""
 
     channel_order = "rgb"
 
-    def __init__(self, state: S.SharedState, channel: _CommandChannel, timeout: float) -> None:
+    def __init__(
+        self,
+        state: S.SharedState,
+        channel: _CommandChannel,
+        timeout: float,
+        *,
+        continuous: bool = False,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._state = state
         self._channel = channel
         self._timeout = timeout
+        self._continuous = continuous
+        self._alive = alive
+        self._seen = (-1, 0.0)  # (frame count, when it last changed): continuous mode's liveness check
 
     def grab(self) -> np.ndarray:
-        """The current view, (H, W, 3) uint8 RGB, rendered after this call began (or the latest one when
-        the render rate cap was reached)."""
-        self._channel.request(CMD_RENDER, ACK_RENDER, self._timeout)
-        return self._state.read_frame(self._timeout)
+        """The current view, (H, W, 3) uint8 RGB. On demand: rendered after this call began (or the latest one
+        when the render rate cap was reached). Continuous: the latest frame the game rendered."""
+        if not self._continuous:
+            self._channel.request(CMD_RENDER, ACK_RENDER, self._timeout)
+            return self._state.read_frame(self._timeout)
+        channel = self._channel
+        if self._state.closed:
+            raise GameError(f"{channel._describe} is closed")
+        if not self._alive():
+            raise GameError(f"{channel._describe} has exited{channel._exit_reason()}; open the game again")
+        frame = self._state.read_frame(self._timeout)
+        count, now = int(self._state.header[S.H_FRAME_COUNT]), time.monotonic()
+        if count != self._seen[0]:
+            self._seen = (count, now)
+        elif now - self._seen[1] > self._timeout:
+            raise GameError(
+                f"{channel._describe} rendered no new frame for {self._timeout:.1f} s"
+                f"{channel._exit_reason() or ' (is it stalled?)'}; open the game again"
+            )
+        return frame
 
     def latest(self) -> np.ndarray:
         """The most recently rendered frame, without asking for a new one."""
@@ -232,7 +259,13 @@ class CarRacingGame:
             hint="the game process may have exited (silence timeout or crash); open the game again",
         )
         self.telemetry.start()
-        self.screen = CarRacingScreen(self._state, self._channel, cfg.grab_timeout_s)
+        self.screen = CarRacingScreen(
+            self._state,
+            self._channel,
+            cfg.grab_timeout_s,
+            continuous=cfg.render_mode == "continuous",
+            alive=lambda: self.alive,
+        )
         self.controller = CarRacingController(self._state, self._channel, cfg.grab_timeout_s, self.telemetry)
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"carracing-heartbeat-{self.pid}", daemon=True
@@ -246,6 +279,8 @@ class CarRacingGame:
             self._state.header[S.H_HEARTBEAT] += 1
 
     def _stderr_tail(self) -> str:
+        if self._stderr.closed:
+            return "the game was closed"
         self._stderr.seek(0)
         text = self._stderr.read().decode("utf-8", "replace").strip()
         lines = [line for line in text.splitlines() if line.strip()]

@@ -1,8 +1,9 @@
 """The built-in game process: ``python -m tmrl.games.carracing.process --shm NAME --parent-pid PID --config JSON``.
 
 Runs CarRacing-v3 physics at 50 frames per wall-clock second whatever the agent does. Each physics frame it reads
-the controls from shared memory, steps, and sends the 44-byte telemetry frame to its one TCP client. It renders only
-when asked (command ``R`` on its command socket, at most ``max_render_hz``), respawns on ``S`` and quits on ``Q``.
+the controls from shared memory, steps, and sends the 44-byte telemetry frame to its one TCP client. It renders when
+asked (command ``R`` on its command socket; render_mode "on_demand") or after physics frames (render_mode
+"continuous"), at most ``max_render_hz``; it respawns on ``S`` and quits on ``Q``.
 It exits when the command connection closes (its owner closed or died), when its parent process is gone, or when
 no control write / heartbeat arrived for ``silence_timeout_s``: no orphans.
 """
@@ -61,6 +62,8 @@ class GameProcess:
         self.cmd: socket.socket | None = None
         self.parent = ParentWatch(parent_pid)
         self.last_render = -1e9
+        self.render_period = 1.0 / config.max_render_hz
+        self.continuous = config.render_mode == "continuous"
         self.controls = (0.0, 0.0, 0.0)
 
     def run(self) -> str:
@@ -96,6 +99,9 @@ class GameProcess:
             self.telemetry.poll()
             self.telemetry.send(frame)
             h[S.H_TICKS] += 1
+            if self.continuous and time.monotonic() - self.last_render >= self.render_period:
+                self.last_render = time.monotonic()
+                self.state.write_frame(self.renderer.render())
             next_tick += dt
             now = time.monotonic()
             if now - next_tick > _RESYNC_S:
@@ -128,7 +134,7 @@ class GameProcess:
             cmd = bytes((b,))
             if cmd == CMD_RENDER:
                 now = time.monotonic()
-                if now - self.last_render >= 1.0 / self.config.max_render_hz:
+                if not self.continuous and now - self.last_render >= self.render_period:
                     self.last_render = now
                     self.state.write_frame(self.renderer.render())
                 sock.sendall(ACK_RENDER)
@@ -136,6 +142,9 @@ class GameProcess:
                 self.sim.reset()
                 self.controls = (0.0, 0.0, 0.0)
                 self.state.header[S.H_RESPAWNS] += 1
+                if self.continuous:  # the next grab must not show the car before its respawn
+                    self.last_render = time.monotonic()
+                    self.state.write_frame(self.renderer.render())
                 self.telemetry.poll()
                 self.telemetry.send(self.sim.telemetry())
                 queued = self.telemetry.frames_queued if self.telemetry.has_client else -1
