@@ -351,6 +351,9 @@ impl Storage {
     }
 }
 
+/// Above this many known streams, appends forget the streams whose last row was overwritten.
+const STREAMS_KEPT: usize = 1024;
+
 /// How many transitions ahead the sampler prefetches.
 const PREFETCH: usize = 8;
 
@@ -643,6 +646,11 @@ impl ReplayRing {
         }
         if let Some(l) = last {
             st.streams.insert(stream, l);
+        }
+        if st.streams.len() > STREAMS_KEPT {
+            // Forget streams whose last row was overwritten (e.g. workers that reconnected under new ids).
+            let total = st.total;
+            st.streams.retain(|_, &mut l| l + cap as u64 > total - 1);
         }
     }
 

@@ -261,6 +261,23 @@ fn an_evicted_predecessor_is_not_linked() {
 }
 
 #[test]
+fn many_short_lived_streams_are_forgotten_once_overwritten() {
+    let ring = ReplayRing::new(spec(8), Some(11));
+    for stream in 0..3000u64 {
+        append(&ring, stream, &steps(stream, 0, 2, &[0])).unwrap();
+    }
+    assert!(ring.storage.read().streams.len() <= STREAMS_KEPT + 1);
+    assert_eq!(ring.num_transitions(), 4);
+    // a stored stream still continues its episode
+    append(&ring, 2999, &steps(2999, 2, 1, &[])).unwrap();
+    assert_eq!(ring.num_transitions(), 4); // +1 for 2999's step 1 -> 2, -1 for the evicted row
+    let o = sample(&ring, 64).unwrap();
+    for i in 0..64 {
+        assert!(check(&o, i).0 >= 2996);
+    }
+}
+
+#[test]
 fn sparse_rings_sample_from_the_valid_list() {
     let ring = ReplayRing::new(spec(100), Some(7));
     let firsts: Vec<usize> = (0..99).collect();
