@@ -114,12 +114,14 @@ class CarRacingScreen:
         timeout: float,
         *,
         continuous: bool = False,
+        render_hz: float = 50.0,
         alive: Callable[[], bool] = lambda: True,
     ) -> None:
         self._state = state
         self._channel = channel
         self._timeout = timeout
         self._continuous = continuous
+        self._stall_s = max(timeout, 3.0 / render_hz)
         self._alive = alive
         self._seen = (-1, 0.0)  # (frame count, when it last changed): continuous mode's liveness check
 
@@ -138,9 +140,9 @@ class CarRacingScreen:
         count, now = int(self._state.header[S.H_FRAME_COUNT]), time.monotonic()
         if count != self._seen[0]:
             self._seen = (count, now)
-        elif now - self._seen[1] > self._timeout:
+        elif now - self._seen[1] > self._stall_s:
             raise GameError(
-                f"{channel._describe} rendered no new frame for {self._timeout:.1f} s"
+                f"{channel._describe} rendered no new frame for {self._stall_s:.1f} s"
                 f"{channel._exit_reason() or ' (is it stalled?)'}; open the game again"
             )
         return frame
@@ -264,6 +266,7 @@ class CarRacingGame:
             self._channel,
             cfg.grab_timeout_s,
             continuous=cfg.render_mode == "continuous",
+            render_hz=cfg.max_render_hz,
             alive=lambda: self.alive,
         )
         self.controller = CarRacingController(self._state, self._channel, cfg.grab_timeout_s, self.telemetry)
