@@ -54,12 +54,16 @@ class SAC:
         )
         self.target_entropy = float(-spec.action_dim if algo.target_entropy is None else algo.target_entropy)
         self.updates = 0
+        self._fixed_alpha = self.log_alpha.detach().exp()
+        self._zero = torch.zeros((), device=device)
         self._actor_params = list(self.actor.parameters())
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
 
     @property
     def alpha(self) -> Tensor:
+        if self.alpha_opt is None:  # fixed: computed once
+            return self._fixed_alpha
         return self.log_alpha.detach().exp()
 
     def update(self, b: Minibatch) -> dict[str, Tensor]:
@@ -104,7 +108,7 @@ class SAC:
 
     def _alpha_step(self, logp: Tensor) -> Tensor:
         if self.alpha_opt is None:
-            return torch.zeros((), device=self.device)
+            return self._zero
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
@@ -138,6 +142,7 @@ class SAC:
         self.critic_opt.load_state_dict(state["critic_opt"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
+        self._fixed_alpha = self.log_alpha.detach().exp()
         if self.alpha_opt is not None:
             self.alpha_opt.load_state_dict(state["alpha_opt"])
         self.updates = int(state["updates"])
