@@ -137,18 +137,24 @@ def test_run_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
     write_track_reward(tmp_path)
     run_dir = tmp_path / "runs" / "e2e"
 
+    killed: list[int] = []
+
     def trained(run_dir: Path) -> bool:
         trainer, worker = (
             read(run_dir / "status" / "trainer.json"),
             read(run_dir / "status" / "worker-0.json"),
         )
-        return (
-            trainer.get("updates", 0) > 0
-            and worker.get("episodes", 0) >= 1
-            and (worker.get("weight_version") or 0) >= 3
-        )
+        version = worker.get("weight_version") or 0
+        if not killed:
+            # Once trained, the worker is killed with SIGKILL: the supervisor restarts it.
+            if trainer.get("updates", 0) > 0 and worker.get("episodes", 0) >= 1 and version >= 3:
+                killed.append(worker["pid"])
+                os.kill(worker["pid"], signal.SIGKILL)
+            return False
+        return worker.get("pid") not in (None, killed[0]) and version >= 3
 
     first, left = run_until(tmp_path, free_port(), trained, signal.SIGINT)
+    assert killed and "worker-0 crashed (exit code -9)" in first.stderr, first.stderr
     assert first.returncode == 0, f"{first.stdout}\n{first.stderr}\n{logs_of(run_dir)}"
     assert not left, f"processes left behind: {left}"
     assert "Traceback" not in first.stderr
@@ -165,10 +171,9 @@ def test_run_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
 
     def progressed(run_dir: Path) -> bool:
         again = read(run_dir / "status" / "trainer.json")
-        return (
-            again.get("updates", 0) > trainer["updates"] + 20
-            and "resumed" in (run_dir / "logs" / "trainer.log").read_text()
-        )
+        fresh_samples = again.get("env_steps", 0) > trainer["env_steps"] + 20
+        resumed = "resumed" in (run_dir / "logs" / "trainer.log").read_text()
+        return resumed and fresh_samples and again.get("updates", 0) > trainer["updates"] + 20
 
     # Second run: resumes; then the supervisor is killed with SIGKILL. Its children notice their parent is gone
     # (parent-death signal / watch), stop in order by themselves (the trainer still checkpoints), and the games
@@ -180,7 +185,8 @@ def test_run_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert f"resumed at {trainer['updates']} updates" in trainer_log, logs_of(run_dir)
     assert trainer_log.count("stopped at") == 2, logs_of(run_dir)  # the checkpoint on the way out
     again = read(run_dir / "status" / "trainer.json")
-    assert again["updates"] > trainer["updates"] and again["env_steps"] > trainer["env_steps"]
+    assert again["updates"] > trainer["updates"], (again, trainer, logs_of(run_dir))
+    assert again["env_steps"] > trainer["env_steps"], (again, trainer, logs_of(run_dir))
     assert again["weight_version"] > trainer["weight_version"]
 
 
