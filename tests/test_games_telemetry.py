@@ -194,7 +194,7 @@ def test_silence_after_frames_is_an_error(plugin: FakePlugin) -> None:
     plugin.serve(handler)
     c = client_for(plugin.port, timeout=0.4)
     try:
-        assert c.latest()[1] == frame(1)
+        assert c.wait_newer(0, timeout=10.0)[1] == frame(1)
         deadline = time.monotonic() + 5.0
         with pytest.raises(TelemetryError, match="no new telemetry frame"):
             while time.monotonic() < deadline:

@@ -61,13 +61,17 @@ class CarRacingConfig(BaseModel):
     silence_timeout_s: float = Field(
         default=30.0,
         gt=0.0,
-        description="The game process exits when no control write or heartbeat arrived for this long.",
+        description="The game process exits when no control write or heartbeat arrived for this long "
+        "(counted from its owner's connection).",
     )
     heartbeat_s: float = Field(
         default=1.0, gt=0.0, description="Period of the heartbeat the Game object sends while it is open."
     )
     startup_timeout_s: float = Field(
-        default=30.0, gt=0.0, description="How long open_game waits for the game process to be ready."
+        default=30.0,
+        gt=0.0,
+        description="How long open_game waits for the game process to be ready, and how long a ready game "
+        "waits for its owner to connect before exiting (the silence clock starts at that connection).",
     )
     telemetry_timeout_s: float = Field(
         default=5.0, gt=0.0, description="TelemetryClient.latest raises when no frame arrived for this long."

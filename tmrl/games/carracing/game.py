@@ -251,7 +251,10 @@ class CarRacingGame:
             raise GameError(f"the built-in game failed to start: {self._stderr_tail()}")
         self.pid = self._proc.pid
         describe = f"the built-in game (pid {self.pid})"
-        self._channel = _CommandChannel(int(h[S.H_COMMAND_PORT]), describe, self._exit_reason)
+        try:
+            self._channel = _CommandChannel(int(h[S.H_COMMAND_PORT]), describe, self._exit_reason)
+        except OSError as e:
+            raise GameError(f"cannot connect to {describe}{self._exit_reason()}: {e.strerror or e}") from e
         self.telemetry_port = int(h[S.H_TELEMETRY_PORT])
         self.telemetry = TelemetryClient(
             "127.0.0.1",

@@ -76,7 +76,7 @@ class GameProcess:
         h[S.H_STATE] = S.STATE_READY
         dt = 1.0 / PHYSICS_HZ
         silence = self.config.silence_timeout_s
-        last_activity = time.monotonic()
+        ready_at = last_activity = time.monotonic()
         seen = (int(h[S.H_CTRL_COUNT]), int(h[S.H_HEARTBEAT]))
         next_check = 0.0
         next_tick = time.monotonic()
@@ -109,7 +109,10 @@ class GameProcess:
             if now >= next_check:
                 next_check = now + 0.1
                 current = (int(h[S.H_CTRL_COUNT]), int(h[S.H_HEARTBEAT]))
-                if current != seen:
+                if self.cmd is None:  # the silence clock starts when the owner has connected
+                    if now - ready_at > self.config.startup_timeout_s:
+                        return f"no owner connected within {self.config.startup_timeout_s:.1f} s"
+                elif current != seen:
                     seen = current
                     last_activity = now
                 elif now - last_activity > silence:
