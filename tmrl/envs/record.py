@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from tmrl.games.telemetry import TelemetryFrame
 
 _SKIP_AFTER_RESPAWN = 3  # telemetry frames possibly sent before the respawn took effect
+PILOT_ATTEMPTS = 3
+MAX_DETOUR = 1.15  # a clean pilot lap is within 15 % of the centre line's length
 
 
 def _after_respawn(game: Game) -> None:
@@ -54,18 +56,48 @@ def record_trajectory(
     say: Callable[[str], None] = print,
 ) -> Trajectory:
     """Respawn, drive (pilot on the built-in game, a human on TrackMania) until the finish, return the positions."""
-    _after_respawn(game)
     if game.name == "carracing":
-        from tmrl.games.carracing.pilot import Pilot, drive_lap, track_centerline
-
-        if track_seed is None:
-            raise GameError("recording on the built-in game needs its track seed")
-        say(f"The scripted pilot drives one lap of track {track_seed} (real time, about a minute).")
-        frames = drive_lap(game, Pilot(track_centerline(track_seed)), timeout_s=timeout_s)
+        points = _pilot_lap(game, track_seed, timeout_s, say)
     else:
-        frames = _human_lap(game, timeout_s, say)
-    points = np.array([(f.x, f.y, f.z) for f in frames], dtype=np.float64)
+        _after_respawn(game)
+        points = _positions(_human_lap(game, timeout_s, say))
     return Trajectory(points, game.name, track_seed, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def _positions(frames: list[TelemetryFrame]) -> np.ndarray:
+    return np.array([(f.x, f.y, f.z) for f in frames], dtype=np.float64)
+
+
+def _length(points: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum())
+
+
+def _pilot_lap(
+    game: Game, track_seed: int | None, timeout_s: float, say: Callable[[str], None]
+) -> np.ndarray:
+    """One clean pilot lap: a lap much longer than the track's centre line (the pilot ran wide or spun, e.g. on
+    a starved CPU) is driven again, up to ``PILOT_ATTEMPTS`` times."""
+    from tmrl.games.carracing.pilot import Pilot, drive_lap, track_centerline
+
+    if track_seed is None:
+        raise GameError("recording on the built-in game needs its track seed")
+    centre = track_centerline(track_seed)
+    lap = _length(np.vstack([centre, centre[:1]]))
+    driven = 0.0
+    for attempt in range(1, PILOT_ATTEMPTS + 1):
+        _after_respawn(game)
+        say(f"The scripted pilot drives one lap of track {track_seed} (real time, about a minute).")
+        points = _positions(drive_lap(game, Pilot(centre), timeout_s=timeout_s))
+        driven = _length(points)
+        if driven <= MAX_DETOUR * lap:
+            return points
+        say(
+            f"Attempt {attempt}: the lap was {driven:.0f} units for a {lap:.0f}-unit track (off the road); again."
+        )
+    raise GameError(
+        f"the scripted pilot did not drive a clean lap of track {track_seed} in {PILOT_ATTEMPTS} attempts "
+        f"(last: {driven:.0f} units for {lap:.0f}); is the machine overloaded?"
+    )
 
 
 def record_reward(
@@ -88,6 +120,5 @@ def record_reward(
     finally:
         game.close()
     path = save_trajectory(output_path, traj)
-    length = float(np.linalg.norm(np.diff(traj.points, axis=0), axis=1).sum())
-    say(f"Recorded {len(traj.points)} positions ({length:.0f} units) into {path}")
+    say(f"Recorded {len(traj.points)} positions ({_length(traj.points):.0f} units) into {path}")
     return path
