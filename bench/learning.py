@@ -280,6 +280,16 @@ def _json(path: Path) -> dict:
         return {}
 
 
+def ship_actor(src: Path, training: dict) -> Path:
+    """Copy the actor file ``src`` into ``tmrl/assets`` with a ``training`` record added to its metadata."""
+    from tmrl.assets import CARRACING_ACTOR
+    from tmrl.rl.export import load_arrays, save_arrays
+
+    arrays, meta = load_arrays(src)
+    meta = {**meta, "training": training}
+    return save_arrays(ROOT / "tmrl" / "assets" / CARRACING_ACTOR, arrays, meta)
+
+
 # ---------------------------------------------------------------------------------------------------- report
 def figures(doc: dict) -> list[Figure]:
     ours = doc.get("variants", {}).get("ours")
@@ -416,7 +426,18 @@ def main() -> None:
     p.add_argument("--final-episodes", type=int, default=5, help="final real-time episodes, default track")
     p.add_argument("--data-dir", type=Path, default=None, help="tmrl data directory (default: a temp dir)")
     p.add_argument("--plot-only", action="store_true", help="redraw figures and PNG from the JSON")
+    p.add_argument(
+        "--ship",
+        type=Path,
+        default=None,
+        metavar="ACTOR",
+        help="copy this actor file into tmrl/assets (with --training JSON in its metadata) and exit",
+    )
+    p.add_argument("--training", default="{}", help="with --ship: JSON record of how the actor was trained")
     args = p.parse_args()
+    if args.ship is not None:
+        print(f"shipped {ship_actor(args.ship, json.loads(args.training))}")
+        return
     path = RESULTS / f"{NAME}.json"
     doc = json.loads(path.read_text()) if path.exists() else {}
     doc.setdefault("variants", {})
