@@ -204,7 +204,8 @@ class _Connection(asyncio.BufferedProtocol):
 
 
 class RelayServer:
-    """The relay. ``await start()`` binds and returns the port; ``await close()`` shuts down in order."""
+    """The relay. Create it inside a running event loop (``serve`` / ``run_server`` do); ``await start()`` binds
+    and returns the port; ``status()`` is the observer's snapshot; ``await close()`` shuts down in order."""
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
