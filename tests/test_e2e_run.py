@@ -162,7 +162,7 @@ def test_run_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
     worker = read(run_dir / "status" / "worker-0.json")
     assert trainer["env_steps"] > 100, trainer  # samples reached the trainer
     assert trainer["updates"] > 0, trainer
-    assert worker["samples"] > 100 and worker["episodes"] >= 1, worker
+    assert worker["pid"] != killed[0] and worker["samples"] > 0, worker  # the restarted worker
     assert worker["weight_version"] >= 3, worker  # new weights reached the worker while it ran
     assert (run_dir / "checkpoints" / "LATEST").is_file()  # written on Ctrl-C
     assert (run_dir / "weights" / "actor.safetensors").is_file()
