@@ -34,6 +34,7 @@ log = logging.getLogger("tmrl.relay")
 MAX_SEEN_STREAMS = 100_000
 HANDSHAKE_FRAME_BYTES = 1 << 16
 TRAINER_HIGH_WATER = 4 << 20
+SCRATCH_BYTES = 64 * 1024  # per connection; larger frames get a buffer of their own size
 
 
 class ForbiddenMessageError(ProtocolError):
@@ -72,7 +73,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def __init__(self, server: RelayServer) -> None:
         self.server = server
-        self.parser = P.FrameParser(HANDSHAKE_FRAME_BYTES)
+        self.parser = P.FrameParser(HANDSHAKE_FRAME_BYTES, scratch_bytes=SCRATCH_BYTES)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.state = "hello"
