@@ -332,11 +332,21 @@ def worker_main(config: TmrlConfig, *, worker_id: str) -> int:
 
 
 def default_weights_path(config: TmrlConfig) -> Path:
-    """The actor the trainer exports into the run directory."""
-    for name in ("actor.safetensors", "weights/actor.safetensors", "actor.tmrl"):
+    """The actor the trainer exported into the run directory; on the built-in game, when the run has none yet,
+    the actor shipped with tmrl."""
+    for name in ("weights/actor.safetensors", "actor.safetensors"):
         path = config.run_dir / name
         if path.exists():
             return path
+    if config.env.game == "carracing":
+        from tmrl.assets import carracing_actor_path
+
+        path = carracing_actor_path()
+        print(
+            f"no actor exported in {config.run_dir} yet: driving with the shipped actor {path.name}",
+            flush=True,
+        )
+        return path
     raise CheckpointError(
         f"no exported actor in {config.run_dir}; train first (`tmrl run --name {config.run.name}`) or pass "
         "--weights FILE"

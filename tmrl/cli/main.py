@@ -360,7 +360,10 @@ def build_parser(prog: str = "tmrl") -> argparse.ArgumentParser:
     _config_flag(p, "--name", key="run.name", help="run whose latest weights are used")
     _config_flag(p, "--game", key="env.game", choices=games, help="game to play")
     p.add_argument(
-        "--weights", type=Path, default=None, help="actor weights file (default: the run's latest)"
+        "--weights",
+        type=Path,
+        default=None,
+        help="actor weights file (default: the run's latest; the shipped actor on the built-in game)",
     )
     p.add_argument("--episodes", type=int, default=3, help="test episodes to drive")
 
