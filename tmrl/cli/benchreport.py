@@ -47,6 +47,8 @@ def results_markdown(results_dir: Path) -> str:
             raise TmrlError(
                 f"{path}: unreadable benchmark results ({exc}); run the benchmark again"
             ) from None
+        if not doc.get("figures"):
+            continue
         machine = doc.get("machine", {})
         parts.append(
             f"#### {doc.get('bench', path.stem)} ({doc.get('date', '?')}, {machine.get('cpus', '?')} CPUs)\n"
