@@ -177,9 +177,9 @@ class _Layers:
     def source_of(self, loc: Sequence[str | int]) -> str | None:
         parts = [str(p) for p in loc]
         dotted = ".".join(parts)
-        for key, src in self.sources.items():
+        for key, found in self.sources.items():
             if key.startswith(dotted + "."):
-                return src
+                return found
         while parts:
             src = self.sources.get(".".join(parts))
             if src is not None:

@@ -377,7 +377,8 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
                 if stop.is_set():
                     break
                 obs, _ = env.reset()
-                ret, steps, terminated, truncated, info = 0.0, 0, False, False, {}
+                ret, steps, terminated, truncated = 0.0, 0, False, False
+                info: dict[str, Any] = {}
                 while not (terminated or truncated or stop.is_set()):
                     obs, reward, terminated, truncated, info = env.step(actor.act(obs, deterministic=True))
                     ret += reward
