@@ -5,7 +5,8 @@
 
 Method: the anchors (TMRL 0.7.1's ``MemoryTMLidar`` / ``MemoryTMFull``, cpprb's ``ReplayBuffer``) run in the
 anchors venv (``bench/anchors/core_replay.py``) on the same number of stored transitions as ours, right before
-ours. Every rate is the best of 5 windows (same code on both sides) because this 2-core machine is shared.
+ours. Every rate is the best of 5 windows (same code on both sides) because this 2-core machine is shared;
+each note adds the rates per CPU second of the measuring process (time spent preempted excluded).
 Our sampling fills the preallocated arrays of ``alloc_batch`` (what the trainer's sampler thread does; those
 arrays are wrapped once by ``torch.from_numpy``), TMRL's returns torch tensors it collated, cpprb returns numpy.
 Our layouts are the env's: LIDAR = speed (1) + lidar (19) x 4 + prev_actions (2, 3); images = speed, gear, rpm +
@@ -40,10 +41,12 @@ IMAGES = [
 ]
 
 
-def rate(fn: Callable[[], object], min_time: float, trials: int = 5) -> float:
-    """Best calls per second over ``trials`` windows of ``min_time / trials`` seconds (after one warm-up)."""
+def rate(fn: Callable[[], object], min_time: float, trials: int = 5) -> tuple[float, float]:
+    """(wall, cpu): the best calls per wall-clock second over ``trials`` windows of ``min_time / trials`` seconds
+    (the window least disturbed by other processes on this shared machine), and calls per CPU second of this
+    process over all windows (time spent preempted does not count). Same code on both sides of a comparison."""
     fn()
-    best = 0.0
+    best, calls, cpu0 = 0.0, 0, time.process_time()
     for _ in range(trials):
         reps, start = 0, time.perf_counter()
         while True:
@@ -52,8 +55,8 @@ def rate(fn: Callable[[], object], min_time: float, trials: int = 5) -> float:
             elapsed = time.perf_counter() - start
             if elapsed >= min_time / trials and reps >= 2:
                 break
-        best = max(best, reps / elapsed)
-    return best
+        best, calls = max(best, reps / elapsed), calls + reps
+    return best, calls / max(time.process_time() - cpu0, 1e-9)
 
 
 def batch_of(
@@ -88,13 +91,13 @@ def filled(comps: list, capacity: int, n: int, chunk: int = 1000) -> ReplayRing:
     return ring
 
 
-def sampling_rate(comps: list, n: int, min_time: float) -> float:
+def sampling_rate(comps: list, n: int, min_time: float) -> tuple[float, float]:
     ring = filled(comps, 1_000_000, n)
     out = ring.alloc_batch(BATCH)
     return rate(lambda: ring.sample(BATCH, out=out), min_time)
 
 
-def append_rate(capacity: int, min_time: float) -> float:
+def append_rate(capacity: int, min_time: float) -> tuple[float, float]:
     """Transitions per second appended in batches of 100 to a full ring (steady state, evicting as it goes)."""
     ring = filled(LIDAR, capacity, capacity + 1000)
     rng = np.random.default_rng(1)
@@ -105,7 +108,8 @@ def append_rate(capacity: int, min_time: float) -> float:
         ring.append_batch(1, *batches[state["j"] % len(batches)])
         state["j"] += 1
 
-    return 100 * rate(append_one, min_time)
+    wall, cpu = rate(append_one, min_time)
+    return 100 * wall, 100 * cpu
 
 
 def rss_bytes() -> int:
@@ -135,10 +139,16 @@ def resident_memory() -> tuple[float, float]:
 def figures(min_time: float = 2.0, n: int = 100_000) -> list[Figure]:
     """Replay ring figures vs TMRL 0.7.1 and cpprb, measured in this run."""
     a = run_anchor("core_replay.py", str(n), str(n), str(n), str(min_time))
-    lidar = sampling_rate(LIDAR, n, min_time)
-    images = sampling_rate(IMAGES, n, min_time)
-    append = append_rate(n, min_time)
+    lidar, lidar_cpu = sampling_rate(LIDAR, n, min_time)
+    images, images_cpu = sampling_rate(IMAGES, n, min_time)
+    append, append_cpu = append_rate(n, min_time)
     rss, expected = resident_memory()
+
+    def cpu(ours: float, key: str) -> str:
+        return (
+            f"per CPU second: ours {ours:.4g}, anchor {a[key + '_cpu']:.4g} ({ours / a[key + '_cpu']:.1f}x)"
+        )
+
     stored = f"{n} transitions stored"
     return [
         speedup(
@@ -148,7 +158,7 @@ def figures(min_time: float = 2.0, n: int = 100_000) -> list[Figure]:
             a["tmrl_lidar_batches_per_s"],
             "TMRL 0.7.1 MemoryTMLidar",
             100,
-            note=stored,
+            note=f"{stored}; {cpu(lidar_cpu, 'tmrl_lidar_batches_per_s')}",
         ),
         speedup(
             "replay: sample 256 LIDAR transitions (4-step history)",
@@ -157,7 +167,7 @@ def figures(min_time: float = 2.0, n: int = 100_000) -> list[Figure]:
             a["cpprb_lidar_batches_per_s"],
             "cpprb ReplayBuffer (flattened)",
             3,
-            note=stored + "; cpprb stores obs and next_obs flattened",
+            note=f"{stored}; cpprb stores obs and next_obs flattened; {cpu(lidar_cpu, 'cpprb_lidar_batches_per_s')}",
         ),
         speedup(
             "replay: sample 256 image transitions (4x64x64 history)",
@@ -166,7 +176,7 @@ def figures(min_time: float = 2.0, n: int = 100_000) -> list[Figure]:
             a["tmrl_full_batches_per_s"],
             "TMRL 0.7.1 MemoryTMFull",
             50,
-            note=stored + "; TMRL returns float32 frames, ours uint8",
+            note=f"{stored}; TMRL returns float32 frames, ours uint8; {cpu(images_cpu, 'tmrl_full_batches_per_s')}",
         ),
         absolute(
             "replay: append LIDAR transitions in batches of 100 (full ring)",
@@ -176,7 +186,7 @@ def figures(min_time: float = 2.0, n: int = 100_000) -> list[Figure]:
             at_most=False,
             anchor=a["tmrl_lidar_append_transitions_per_s"],
             anchor_name="TMRL 0.7.1 MemoryTMLidar",
-            note=f"capacity {n}, evicting",
+            note=f"capacity {n}, evicting; {cpu(append_cpu, 'tmrl_lidar_append_transitions_per_s')}",
         ),
         absolute(
             "replay: resident memory of 1e6 LIDAR + 1e6 image transitions",

@@ -20,12 +20,12 @@ BATCH = 256
 EPISODE = 1000
 
 
-def rate(fn, min_time: float, trials: int = 5) -> float:
-    """Best calls per second of ``fn`` over ``trials`` windows of ``min_time / trials`` seconds each (after one
-    warm-up call): the best window is the least disturbed by other processes on this shared machine. The
-    same method as bench/core_replay.py uses for ours."""
+def rate(fn, min_time: float, trials: int = 5) -> tuple[float, float]:
+    """(wall, cpu): the best calls per wall-clock second over ``trials`` windows of ``min_time / trials`` seconds
+    (the window least disturbed by other processes on this shared machine), and calls per CPU second of this
+    process over all windows (time spent preempted does not count). Same code on both sides of a comparison."""
     fn()
-    best = 0.0
+    best, calls, cpu0 = 0.0, 0, time.process_time()
     for _ in range(trials):
         reps, start = 0, time.perf_counter()
         while True:
@@ -34,8 +34,8 @@ def rate(fn, min_time: float, trials: int = 5) -> float:
             elapsed = time.perf_counter() - start
             if elapsed >= min_time / trials and reps >= 2:
                 break
-        best = max(best, reps / elapsed)
-    return best
+        best, calls = max(best, reps / elapsed), calls + reps
+    return best, calls / max(time.process_time() - cpu0, 1e-9)
 
 
 def lidar_samples(rng: np.random.Generator, n: int, start: int = 0) -> list[tuple]:
@@ -95,14 +95,14 @@ def tmrl_memory(kind, memory_size: int):
     )
 
 
-def tmrl_sampling(kind, samples: list[tuple], min_time: float) -> float:
+def tmrl_sampling(kind, samples: list[tuple], min_time: float) -> tuple[float, float]:
     """Batches of 256 per second (4-step history + 2 previous actions, collated to torch like TMRL's trainer)."""
     mem = tmrl_memory(kind, 10**6)
     fill(mem, samples)
     return rate(mem.sample, min_time)
 
 
-def tmrl_append(samples: list[tuple], capacity: int, min_time: float) -> float:
+def tmrl_append(samples: list[tuple], capacity: int, min_time: float) -> tuple[float, float]:
     """Transitions per second appended to a full MemoryTMLidar in batches of 100 (each append trims its lists)."""
     from tmrl.custom.custom_memories import MemoryTMLidar
     from tmrl.networking import Buffer
@@ -120,10 +120,11 @@ def tmrl_append(samples: list[tuple], capacity: int, min_time: float) -> float:
         mem.append(chunks[state["j"] % len(chunks)])
         state["j"] += 1
 
-    return 100 * rate(append_one, min_time)
+    wall, cpu = rate(append_one, min_time)
+    return 100 * wall, 100 * cpu
 
 
-def cpprb_sampling(rng: np.random.Generator, n: int, min_time: float) -> float:
+def cpprb_sampling(rng: np.random.Generator, n: int, min_time: float) -> tuple[float, float]:
     """cpprb holding the same LIDAR transitions flattened: obs = speed + 4x19 LIDAR + 2 previous actions."""
     from cpprb import ReplayBuffer
 
@@ -162,12 +163,13 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     lidar = lidar_samples(rng, max(n_lidar, n_append + 5000))
-    res = {
+    measured = {
         "tmrl_lidar_batches_per_s": tmrl_sampling(MemoryTMLidar, lidar[:n_lidar], min_time),
         "tmrl_full_batches_per_s": tmrl_sampling(MemoryTMFull, image_samples(rng, n_images), min_time),
         "tmrl_lidar_append_transitions_per_s": tmrl_append(lidar, n_append, min_time),
         "cpprb_lidar_batches_per_s": cpprb_sampling(rng, n_lidar, min_time),
     }
+    res = {k: v[0] for k, v in measured.items()} | {f"{k}_cpu": v[1] for k, v in measured.items()}
     print(json.dumps(res))
 
 
