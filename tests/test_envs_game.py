@@ -51,6 +51,7 @@ def test_lidar_env_drives_and_respawns(game, reward_file: Path) -> None:
     try:
         assert [c.name for c in env.observation_spec.components] == ["speed", "lidar", "prev_actions"]
         obs, _ = env.reset()
+        first_scan = obs["lidar"][-1].copy()
         assert env.observation_space.contains(obs)
         assert obs["lidar"].shape == (4, 19) and obs["prev_actions"].shape == (2, 3)
         assert np.allclose(obs["lidar"][0], obs["lidar"][-1])  # history filled with the first scan
@@ -77,6 +78,7 @@ def test_lidar_env_drives_and_respawns(game, reward_file: Path) -> None:
         assert math.hypot(tel.x - start[0], tel.z - start[1]) < 2.0
         assert obs["speed"][0] < 0.05
         assert np.allclose(obs["prev_actions"], 0.0)
+        assert np.allclose(obs["lidar"][-1], first_scan, atol=0.05)  # the screen shows the start line again
     finally:
         env.close()
 

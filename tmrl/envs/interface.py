@@ -135,7 +135,8 @@ class GameInterface(RealTimeGymInterface):
                 )
             counter, tel = telemetry.wait_newer(counter, max(1.0, remaining))
             if float(np.linalg.norm(np.array((tel.x, tel.y, tel.z)) - start)) <= self.respawn_radius:
-                self._counter = counter
+                # One more game frame, so that the screen (rendered after the physics) shows the respawn too.
+                self._counter, tel = telemetry.wait_newer(counter, max(1.0, remaining))
                 return tel
 
 
