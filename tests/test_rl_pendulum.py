@@ -2,7 +2,8 @@
 
 Pendulum returns range from about -1600 (random) to about -150 (solved); the test requires a mean return of at
 least -250 over 10 deterministic test episodes after 6,000 environment steps (1 update per step after 1,000
-random warm-up steps). Settings of the ``fast-sac`` preset (lr 1e-3, learned alpha), batch 256.
+random warm-up steps). Settings of the ``fast-sac`` preset (lr 1e-3, learned alpha), MLP 128 x 128, batch 256.
+Measured here (2 cores shared with other jobs): mean test return about -230 after 4k steps, -170 after 6k.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from tmrl.rl.sync import DictActionAdapter, evaluate, train_sync
 def test_sac_solves_pendulum(tmp_path: Path) -> None:
     config = RLConfig(
         algorithm=preset("fast-sac"),
-        model=ModelConfig(hidden=(256, 256)),
+        model=ModelConfig(hidden=(128, 128)),
         trainer=TrainerConfig(
             batch_size=256,
             replay_capacity=100_000,
             warmup_steps=1000,
             max_updates_per_step=1.0,
             log_every=500,
+            prefetch=0,  # sampling in the training thread: the run is deterministic
             seed=1,
         ),
     )
