@@ -52,7 +52,7 @@ def rtgym_config(config: EnvConfig, interface: Any) -> dict:
     return cfg
 
 
-def make_rtgym_env(config: EnvConfig, interface: Any) -> gymnasium.Env:
+def make_rtgym_env(config: EnvConfig, interface: Any) -> _RtgymTS | _RtgymV1:
     """rtgym's env (the class named by ``config.rtgym.implementation``) around ``interface``."""
     cls = _RtgymTS if config.rtgym.implementation == "real-time-gym-ts-v1" else _RtgymV1
     return cls(rtgym_config(config, interface))

@@ -16,18 +16,21 @@ The hot path (LIDAR ray casting, frame resizing) runs in ``tmrl._core``, one cal
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import gymnasium.spaces as gspaces
 import numpy as np
 
 from tmrl.envs.config import EnvConfig, resolved_lidar, resolved_speed_scale
+from tmrl.errors import GameError
 from tmrl.spaces import Component, ObservationSpec
 
 if TYPE_CHECKING:
     from tmrl.games.telemetry import TelemetryFrame
 
 ACTION_DIM = 3  # [gas, brake, steer]
+ChannelOrder = Literal["bgr", "bgra", "rgb", "rgba"]
+CHANNEL_ORDERS = ("bgr", "bgra", "rgb", "rgba")
 YAW_RATE_SCALE = 5.0  # rad/s
 _BOUNDED = {"lidar": (0.0, 1.0), "progress": (0.0, 1.0), "prev_actions": (-1.0, 1.0)}
 
@@ -79,6 +82,12 @@ class ObservationBuilder:
     ) -> None:
         from tmrl import _core  # the Rust extension; imported here so importing tmrl.envs stays light
 
+        if channel_order not in CHANNEL_ORDERS:
+            raise GameError(
+                f"the game's screen has channel order {channel_order!r}, not one of {CHANNEL_ORDERS}"
+            )
+        order = cast(ChannelOrder, channel_order)
+
         self.spec = observation_spec(config)
         self.names = [c.name for c in self.spec.components if c.name != "prev_actions"]
         self.speed_scale = resolved_speed_scale(config)
@@ -90,11 +99,11 @@ class ObservationBuilder:
         if self.images:
             ic = config.image
             self.frames = _core.FrameHistory(
-                ic.height, ic.width, history=ic.history, channel_order=channel_order, grayscale=True
+                ic.height, ic.width, history=ic.history, channel_order=order, grayscale=True
             )
         else:
             self.lidar = _core.Lidar(
-                height, width, channel_order=channel_order, **resolved_lidar(config, height, width)
+                height, width, channel_order=order, **resolved_lidar(config, height, width)
             )
             self.lidar_scale = (1.0 / np.maximum(1, self.lidar.beam_lengths() - 1)).astype(np.float32)
             self.scan = np.zeros(self.lidar.n_beams, np.float32)
