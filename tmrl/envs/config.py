@@ -15,8 +15,8 @@ GameName = Literal["carracing", "tm2020"]
 ObservationMode = Literal["lidar", "lidar_progress", "images"]
 ExtraTelemetry = Literal["steer", "gas", "brake", "yaw_rate", "gear", "rpm"]
 
-# LIDAR defaults per game. The built-in game's 96x96 view has the car at about row 70, column 48, facing up; its
-# bottom 12 rows are the dashboard, which beams from 90 to 270 degrees starting at row 70 never reach.
+# LIDAR defaults per game. The built-in game's 96x96 view has the car at rows 66-76, column 48, facing up; its
+# bottom 12 rows are the dashboard, which beams from 90 to 270 degrees starting at row 71 never reach.
 CARRACING_LIDAR_ORIGIN = (71, 48)
 CARRACING_LIDAR_START = 6
 
@@ -33,7 +33,7 @@ class LidarConfig(BaseModel):
     )
     origin: tuple[int, int] | None = Field(
         default=None,
-        description="(row, column) the beams start from. None = per game: (70, 48) on the built-in game's "
+        description="(row, column) the beams start from. None = per game: (71, 48) on the built-in game's "
         "96x96 frame (the car), TMRL's (44*h/49, w/2) on TrackMania.",
     )
     start: int | None = Field(
