@@ -107,6 +107,7 @@ def test_trainer_learns_from_relayed_batches_publishes_and_checkpoints(tmp_path:
     series = read_metrics(run_dir)
     assert len(series["episodes/train_return"]) == 6
     assert {"losses/critic", "losses/actor", "charts/alpha", "charts/q", "speed/updates_per_s"} <= set(series)
+    assert series["charts/policy_lag"][-1][2] >= 1  # the batches were made by version 0
     assert [u for _, u, _ in series["losses/critic"]] == list(range(10, 101, 10))
     png = plot_run(run_dir, tmp_path / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -79,6 +79,10 @@ class Trainer:
             stream = self.stream_of(str(meta.get("worker_id", "worker")))
             rows += self.learner.add_batch(stream, arrays, meta.get("episodes"))
             self.batches += 1
+            if "policy_version" in meta:  # staleness: how many publications behind the acting policy was
+                self.learner.gauges["charts/policy_lag"] = self.learner.weight_version - int(
+                    meta["policy_version"]
+                )
         return rows
 
     def publish(self) -> int:

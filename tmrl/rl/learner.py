@@ -82,6 +82,7 @@ class Learner:
             MetricsWriter(self.run_dir, tensorboard=tensorboard) if self.run_dir is not None else None
         )
         self._pending: dict[str, torch.Tensor] = {}
+        self.gauges: dict[str, float] = {}  # extra scalars the driver sets, logged with the training metrics
         self._returns: deque[float] = deque(maxlen=100)
         self._rate_t = time.perf_counter()
         self._rate_updates = self.updates
@@ -147,6 +148,7 @@ class Learner:
         now = time.perf_counter()
         dt = max(now - self._rate_t, 1e-9)
         values = {k: float(v) for k, v in self._pending.items()}
+        values.update(self.gauges)
         values["speed/updates_per_s"] = (self.updates - self._rate_updates) / dt
         values["speed/samples_per_s"] = (self.env_steps - self._rate_steps) / dt
         values["charts/buffer_fill"] = len(self.memory) / self.memory.ring.capacity
