@@ -563,10 +563,12 @@ class Supervisor:
         try:
             relay = self._start("relay")
             self._wait_relay_ready(relay)
-            self._start("trainer")
-            self._wait_trainer_ready()
+            if not self._stop.is_set():  # Ctrl-C during the start: start nothing more
+                self._start("trainer")
+                self._wait_trainer_ready()
             for i in range(self.config.run.workers):
-                self._start(f"worker-{i}", "--id", f"worker-{i}")
+                if not self._stop.is_set():
+                    self._start(f"worker-{i}", "--id", f"worker-{i}")
             print(
                 f"tmrl run '{self.config.run.name}': relay on {self.config.relay.host}:{self.config.relay.port}, "
                 f"1 trainer, {self.config.run.workers} worker(s); run directory {self.config.run_dir}",
