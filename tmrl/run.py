@@ -569,11 +569,12 @@ class Supervisor:
             for i in range(self.config.run.workers):
                 if not self._stop.is_set():
                     self._start(f"worker-{i}", "--id", f"worker-{i}")
-            print(
-                f"tmrl run '{self.config.run.name}': relay on {self.config.relay.host}:{self.config.relay.port}, "
-                f"1 trainer, {self.config.run.workers} worker(s); run directory {self.config.run_dir}",
-                flush=True,
-            )
+            if not self._stop.is_set():
+                print(
+                    f"tmrl run '{self.config.run.name}': relay on {self.config.relay.host}:{self.config.relay.port}, "
+                    f"1 trainer, {self.config.run.workers} worker(s); run directory {self.config.run_dir}",
+                    flush=True,
+                )
             status = self._watch(collector)
         except TmrlError as exc:
             error = exc
