@@ -534,3 +534,14 @@ def test_window_and_split_outputs_agree() -> None:
         a, b2 = rings[0].sample(64, out=win), rings[1].sample(64, out=split)
         for key in a:
             np.testing.assert_array_equal(a[key], b2[key], err_msg=key)
+
+
+def test_stream_ids_must_be_unsigned_64_bit() -> None:
+    ring = ReplayRing(10, COMPS, 3)
+    b = _good()
+    with pytest.raises(ValueError, match="stream"):
+        ring.append_batch(-1, b["obs"], b["action"], b["reward"], b["terminated"], b["truncated"], b["first"])
+    ring.append_batch(
+        2**64 - 1, b["obs"], b["action"], b["reward"], b["terminated"], b["truncated"], b["first"]
+    )
+    assert ring.num_transitions() == 2
