@@ -17,7 +17,9 @@ pub enum CoreError {
 impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CoreError::Dtype(m) | CoreError::Shape(m) | CoreError::Value(m) | CoreError::Io(m) => f.write_str(m),
+            CoreError::Dtype(m) | CoreError::Shape(m) | CoreError::Value(m) | CoreError::Io(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
