@@ -56,9 +56,9 @@ class SAC:
         self.updates = 0
         self._fixed_alpha = self.log_alpha.detach().exp()
         self._zero = torch.zeros((), device=device)
-        self._actor_params = list(self.actor.parameters())
-        self._critic_params = list(self.critic.parameters())
-        self._target_params = list(self.critic_target.parameters())
+        self._actor_params: list[Tensor] = list(self.actor.parameters())
+        self._critic_params: list[Tensor] = list(self.critic.parameters())
+        self._target_params: list[Tensor] = list(self.critic_target.parameters())
 
     @property
     def alpha(self) -> Tensor:

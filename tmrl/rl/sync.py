@@ -47,8 +47,10 @@ class DictActionAdapter(gym.Wrapper):
 
 def box_spec(env: gym.Env) -> ObservationSpec:
     """The ObservationSpec of a Box-observation, Box-action env seen through ``DictActionAdapter``."""
-    shape = tuple(int(d) for d in env.observation_space.shape)
-    return ObservationSpec((Component("state", shape),), int(np.prod(env.action_space.shape)))
+    obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+    if obs_shape is None or act_shape is None:
+        raise ValueError("box_spec needs Box observation and action spaces")
+    return ObservationSpec((Component("state", tuple(int(d) for d in obs_shape)),), int(np.prod(act_shape)))
 
 
 @dataclass
@@ -102,7 +104,9 @@ def train_sync(
         next_obs, reward, terminated, truncated, _ = env.step(action)
         recorder.step(action, float(reward), terminated, truncated, next_obs)
         episodes = recorder.pop_episodes()
-        learner.add_batch(0, recorder.take(), episodes)
+        rows = recorder.take()
+        if rows is not None:
+            learner.add_batch(0, rows, episodes)
         for ep in episodes:
             result.train_returns.append(ep["return"])
             if on_episode is not None:
