@@ -225,7 +225,9 @@ pub struct Resizer {
     hstart: Vec<usize>,
     hw: Vec<f32>,
     hlen: usize,
-    /// One vertically resampled row, interleaved like the source (`src_w * C` values, then `hlen` zeros).
+    /// Byte offsets of the source rows feeding the current output row (scratch).
+    rows: Vec<usize>,
+    /// The current output row's tap rows combined vertically (`src_w * C` values, then `hlen` zeros).
     acc: Vec<f32>,
     /// The CPU has AVX2: run the same code compiled for it.
     avx2: bool,
@@ -288,6 +290,7 @@ impl Resizer {
             hstart,
             hw,
             hlen,
+            rows: Vec::new(),
             acc: vec![0.0; src_w * c + hlen],
             avx2,
         })
@@ -326,73 +329,184 @@ impl Resizer {
                 self.spec.out_len()
             )));
         }
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: `avx2` is true only when the running CPU reported AVX2 support.
-            unsafe {
-                match self.spec.channel_order.channels() {
-                    3 => self.run_avx2::<3>(src, dst),
-                    _ => self.run_avx2::<4>(src, dst),
-                }
+        let row_len = self.src_w * self.spec.channel_order.channels();
+        let planes = spec_planes(&self.spec);
+        let out_row = self.spec.width * planes;
+        for (oy, out) in dst.chunks_exact_mut(out_row).enumerate() {
+            let (ys, wy) = self.yt.of(oy);
+            self.rows.clear();
+            self.rows.extend(ys.iter().map(|&sy| sy * row_len));
+            let row = OutputRow {
+                src,
+                rows: &self.rows,
+                wy,
+                hstart: &self.hstart,
+                hw: &self.hw,
+                hlen: self.hlen,
+                planes,
+                row_len,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if self.avx2 {
+                // SAFETY: `avx2` is true only when the running CPU reported AVX2 support.
+                unsafe { row.run_avx2(&mut self.acc, out) };
+                continue;
             }
-            return Ok(());
-        }
-        match self.spec.channel_order.channels() {
-            3 => self.run::<3>(src, dst),
-            _ => self.run::<4>(src, dst),
+            row.run_portable(&mut self.acc, out);
         }
         Ok(())
     }
+}
 
-    /// [`Self::run`] compiled with AVX2 enabled (8-wide conversions and multiply-adds).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2<const C: usize>(&mut self, src: &[u8], dst: &mut [u8]) {
-        self.run::<C>(src, dst)
+/// One output row: the tap rows are combined vertically over the whole row (contiguous, 8 bytes at a time), then
+/// each output value is the dot product of its kernel (horizontal taps with the gray weights folded in) with a
+/// span of that row. Both implementations use the same operation order, so they give identical results.
+struct OutputRow<'a> {
+    src: &'a [u8],
+    /// Byte offsets of the tap rows and their weights.
+    rows: &'a [usize],
+    wy: &'a [f32],
+    hstart: &'a [usize],
+    hw: &'a [f32],
+    hlen: usize,
+    planes: usize,
+    row_len: usize,
+}
+
+impl OutputRow<'_> {
+    fn run_portable(&self, acc: &mut [f32], out: &mut [u8]) {
+        let (hlen, planes, row_len) = (self.hlen, self.planes, self.row_len);
+        let acc_row = &mut acc[..row_len];
+        acc_row.fill(0.0);
+        for (&r, &w) in self.rows.iter().zip(self.wy) {
+            for (a, &b) in acc_row.iter_mut().zip(&self.src[r..r + row_len]) {
+                *a += w * b as f32;
+            }
+        }
+        for (ox, &start) in self.hstart.iter().enumerate() {
+            for p in 0..planes {
+                let mut l = [0.0f32; LANES];
+                let kernel = &self.hw[(ox * planes + p) * hlen..][..hlen];
+                for (a, k) in acc[start..start + hlen]
+                    .chunks_exact(LANES)
+                    .zip(kernel.chunks_exact(LANES))
+                {
+                    for i in 0..LANES {
+                        l[i] += a[i] * k[i];
+                    }
+                }
+                let s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+                // Every weight is >= 0: + 0.5 then the saturating `as u8` rounds to nearest.
+                out[ox * planes + p] = (s + 0.5) as u8;
+            }
+        }
     }
 
-    /// Vertical pass on the raw interleaved bytes (contiguous, vectorises), then one dense dot product per
-    /// output value over a span of the row, accumulated in independent lanes so that it vectorises too.
-    #[inline(always)]
-    fn run<const C: usize>(&mut self, src: &[u8], dst: &mut [u8]) {
-        let row_len = self.src_w * C;
-        let planes = spec_planes(&self.spec);
+    /// [`Self::run_portable`] with AVX2 registers; the lane sums of 8 output values are reduced together.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(&self, acc: &mut [f32], out: &mut [u8]) {
+        use std::arch::x86_64::*;
+        let (hlen, planes, row_len) = (self.hlen, self.planes, self.row_len);
+        assert!(self.rows.len() == self.wy.len() && acc.len() == row_len + hlen);
+        assert!(self.rows.iter().all(|&r| r + row_len <= self.src.len()));
+        assert!(
+            self.hw.len() == self.hstart.len() * planes * hlen
+                && out.len() == self.hstart.len() * planes
+        );
+        assert!(hlen % LANES == 0 && self.hstart.iter().all(|&s| s + hlen <= acc.len()));
+        // Vertical: acc[i] = 0 + w0 * row0[i] + w1 * row1[i] + ..., one streaming pass per tap row.
+        let src = self.src.as_ptr();
+        let accp = acc.as_mut_ptr();
+        let full = row_len / LANES * LANES;
+        for (t, (&r, &w)) in self.rows.iter().zip(self.wy).enumerate() {
+            let wv = _mm256_set1_ps(w);
+            let mut i = 0;
+            while i < full {
+                // SAFETY: r + i + LANES <= r + row_len <= src.len() and i + LANES <= acc.len() (asserted above).
+                unsafe {
+                    let b = _mm_loadl_epi64(src.add(r + i).cast::<__m128i>());
+                    let x = _mm256_mul_ps(wv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)));
+                    let prev = if t == 0 {
+                        _mm256_setzero_ps()
+                    } else {
+                        _mm256_loadu_ps(accp.add(i))
+                    };
+                    _mm256_storeu_ps(accp.add(i), _mm256_add_ps(prev, x));
+                }
+                i += LANES;
+            }
+            for (k, a) in acc[full..row_len].iter_mut().enumerate() {
+                let prev = if t == 0 { 0.0 } else { *a };
+                *a = prev + w * self.src[r + full + k] as f32;
+            }
+        }
+        // SAFETY: same contract.
+        unsafe {
+            match planes {
+                1 => self.horizontal_avx2::<1>(acc, out),
+                _ => self.horizontal_avx2::<3>(acc, out),
+            }
+        }
+    }
+
+    /// One lane vector per output value, reduced 8 at a time with a hadd tree:
+    /// ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)), as in `run_portable`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; the bounds asserted by `run_avx2` hold.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn horizontal_avx2<const P: usize>(&self, acc: &[f32], out: &mut [u8]) {
+        use std::arch::x86_64::*;
         let hlen = self.hlen;
-        let out_row = self.spec.width * planes;
-        for (oy, out) in dst.chunks_exact_mut(out_row).enumerate() {
-            let (ys, yw) = self.yt.of(oy);
-            let acc = &mut self.acc[..row_len];
-            for (t, (&sy, &wy)) in ys.iter().zip(yw).enumerate() {
-                let row = &src[sy * row_len..(sy + 1) * row_len];
-                if t == 0 {
-                    for (a, &p) in acc.iter_mut().zip(row) {
-                        *a = wy * p as f32;
-                    }
-                } else {
-                    for (a, &p) in acc.iter_mut().zip(row) {
-                        *a += wy * p as f32;
-                    }
+        let accp = acc.as_ptr();
+        let hw = self.hw.as_ptr();
+        let mut pending = [_mm256_setzero_ps(); 8];
+        let n_out = out.len();
+        let mut o = 0;
+        while o < n_out {
+            let n = (n_out - o).min(8);
+            for (q, slot) in pending.iter_mut().enumerate() {
+                if q >= n {
+                    *slot = _mm256_setzero_ps();
+                    continue;
                 }
-            }
-            for ((o, &start), kernel) in out
-                .iter_mut()
-                .zip(
-                    self.hstart
-                        .iter()
-                        .flat_map(|s| std::iter::repeat_n(s, planes)),
-                )
-                .zip(self.hw.chunks_exact(hlen))
-            {
-                let span = &self.acc[start..start + hlen];
-                let mut lanes = [0.0f32; LANES];
-                for (a, w) in span.chunks_exact(LANES).zip(kernel.chunks_exact(LANES)) {
-                    for i in 0..LANES {
-                        lanes[i] += a[i] * w[i];
-                    }
+                let start = self.hstart[(o + q) / P];
+                let mut l = _mm256_setzero_ps();
+                let mut j = 0;
+                while j < hlen {
+                    // SAFETY: start + hlen <= acc.len() and the kernel of output value o + q spans
+                    // hw[(o + q) * hlen..][..hlen] (asserted by `run_avx2`); j + LANES <= hlen.
+                    let (a, k) = unsafe {
+                        (
+                            _mm256_loadu_ps(accp.add(start + j)),
+                            _mm256_loadu_ps(hw.add((o + q) * hlen + j)),
+                        )
+                    };
+                    l = _mm256_add_ps(l, _mm256_mul_ps(a, k));
+                    j += LANES;
                 }
-                // Every weight is >= 0: + 0.5 then the saturating `as u8` rounds to nearest.
-                *o = (tree_sum(lanes) + 0.5) as u8;
+                *slot = l;
             }
+            let h01 = _mm256_hadd_ps(pending[0], pending[1]);
+            let h23 = _mm256_hadd_ps(pending[2], pending[3]);
+            let h45 = _mm256_hadd_ps(pending[4], pending[5]);
+            let h67 = _mm256_hadd_ps(pending[6], pending[7]);
+            let q03 = _mm256_hadd_ps(h01, h23);
+            let q47 = _mm256_hadd_ps(h45, h67);
+            let lo = _mm256_permute2f128_ps::<0x20>(q03, q47);
+            let hi = _mm256_permute2f128_ps::<0x31>(q03, q47);
+            let mut sums = [0.0f32; 8];
+            // SAFETY: `sums` holds 8 f32.
+            unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), _mm256_add_ps(lo, hi)) };
+            for (d, s) in out[o..o + n].iter_mut().zip(sums) {
+                *d = (s + 0.5) as u8;
+            }
+            o += n;
         }
     }
 }
@@ -403,14 +517,6 @@ fn spec_planes(spec: &FrameSpec) -> usize {
     } else {
         3
     }
-}
-
-/// Sum of the lanes as a balanced tree (3 dependent adds instead of 7).
-#[inline(always)]
-fn tree_sum(l: [f32; LANES]) -> f32 {
-    let h = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-    let q = [h[0] + h[2], h[1] + h[3]];
-    q[0] + q[1]
 }
 
 /// Width of the independent accumulators of the horizontal dot products (one AVX register of f32).
@@ -614,6 +720,43 @@ mod tests {
                 assert!(idx.iter().all(|&j| j < src));
                 assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-3);
             }
+        }
+    }
+
+    #[test]
+    fn portable_and_avx2_paths_agree_exactly() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..200 {
+            let (sh, sw) = (1 + next() as usize % 90, 1 + next() as usize % 130);
+            let (dh, dw) = (1 + next() as usize % 70, 1 + next() as usize % 70);
+            let order = [
+                ChannelOrder::Bgr,
+                ChannelOrder::Bgra,
+                ChannelOrder::Rgb,
+                ChannelOrder::Rgba,
+            ][case % 4];
+            let interp = if next() % 2 == 0 {
+                Interpolation::Area
+            } else {
+                Interpolation::Bilinear
+            };
+            let s = spec(dh, dw, order, next() % 2 == 0, interp);
+            let src: Vec<u8> = (0..sh * sw * order.channels())
+                .map(|_| next() as u8)
+                .collect();
+            let mut fast = Resizer::new(s, sh, sw).unwrap();
+            let mut portable = fast.clone();
+            portable.avx2 = false;
+            let (mut a, mut b) = (vec![0; s.out_len()], vec![0; s.out_len()]);
+            fast.resize_into(&src, &mut a).unwrap();
+            portable.resize_into(&src, &mut b).unwrap();
+            assert_eq!(a, b, "{sh}x{sw} -> {dh}x{dw} {order:?} {interp:?}");
         }
     }
 

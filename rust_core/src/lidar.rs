@@ -287,31 +287,76 @@ impl Lidar {
             )));
         }
         match self.border {
-            Border::Dark { threshold } => self.scan_with(frame, out, |p| {
-                p[0] < threshold && p[1] < threshold && p[2] < threshold
-            }),
+            // SWAR on the pixel's bytes 0..3 (the colour channels in any order): with k = 0x80 - t per byte,
+            // bit 7 of `(x & 0x7F) + k` is set iff the low 7 bits of x reach t; no carry crosses a byte.
+            Border::Dark { threshold } if threshold <= 128 => {
+                let k = (0x80 - threshold as u32) * 0x01_01_01;
+                // A channel is >= t when its bit 7 is set (x >= 128 >= t) or its low bits reach t.
+                self.scan_with(frame, out, |p| {
+                    (p | ((p & 0x7F_7F_7F) + k)) & 0x80_80_80 == 0
+                })
+            }
+            Border::Dark { threshold } => {
+                let k = (0x80 - (threshold as u32 - 128)) * 0x01_01_01;
+                // t > 128: a channel is >= t when its bit 7 is set and its low bits reach t - 128.
+                self.scan_with(frame, out, |p| {
+                    (p & ((p & 0x7F_7F_7F) + k)) & 0x80_80_80 == 0
+                })
+            }
             Border::NotRoad {
                 road_min,
                 road_max,
                 tolerance,
             } => self.scan_with(frame, out, |p| {
-                let (lo, hi) = (p[0].min(p[1]).min(p[2]), p[0].max(p[1]).max(p[2]));
+                let (a, b, c) = (p as u8, (p >> 8) as u8, (p >> 16) as u8);
+                let (lo, hi) = (a.min(b).min(c), a.max(b).max(c));
                 !(hi - lo <= tolerance && lo >= road_min && hi <= road_max)
             }),
         }
         Ok(())
     }
 
+    /// Walk every beam until `is_border` holds for a pixel, given as the little-endian u32 of its first four
+    /// bytes (the three colour channels in bits 0..24; bits 24..32 are alpha or the next pixel's first byte).
     #[inline(always)]
-    fn scan_with(&self, frame: &[u8], out: &mut [f32], is_border: impl Fn(&[u8; 3]) -> bool) {
+    fn scan_with(&self, frame: &[u8], out: &mut [f32], is_border: impl Fn(u32) -> bool) {
+        assert_eq!(frame.len(), self.frame_len());
+        let px = |off: u32| {
+            // SAFETY: every offset is the first byte of an interior pixel (not in the last row) of a frame of
+            // exactly `frame_len()` bytes (built in `new`, length asserted above), so `off + 4 <= frame.len()`.
+            u32::from_le_bytes(unsafe {
+                frame
+                    .as_ptr()
+                    .add(off as usize)
+                    .cast::<[u8; 4]>()
+                    .read_unaligned()
+            })
+        };
         for (b, o) in out.iter_mut().enumerate() {
             let offs = &self.offsets[self.bounds[b]..self.bounds[b + 1]];
-            let hit = offs.iter().position(|&off| {
-                let off = off as usize;
-                // Offsets were computed for this frame size and `check_frame` verified the length.
-                let px: &[u8; 3] = frame[off..off + 3].try_into().expect("3 bytes");
-                is_border(px)
-            });
+            let mut hit = None;
+            // Four pixels per branch; the first border pixel of the group decides.
+            let mut quads = offs.chunks_exact(4);
+            for (q, quad) in quads.by_ref().enumerate() {
+                let f = [
+                    is_border(px(quad[0])),
+                    is_border(px(quad[1])),
+                    is_border(px(quad[2])),
+                    is_border(px(quad[3])),
+                ];
+                if f[0] | f[1] | f[2] | f[3] {
+                    hit = Some(4 * q + f.iter().position(|&x| x).expect("one is set"));
+                    break;
+                }
+            }
+            if hit.is_none() {
+                let base = offs.len() - quads.remainder().len();
+                hit = quads
+                    .remainder()
+                    .iter()
+                    .position(|&off| is_border(px(off)))
+                    .map(|i| base + i);
+            }
             *o = hit.unwrap_or(offs.len() - 1) as f32;
         }
     }
