@@ -232,6 +232,26 @@ def run_variant(variant: str, minutes: float, unseen: int, data_dir: Path, final
         print(f"warning: tmrl run exited with code {proc.returncode}; see {data_dir / (run_name + '.log')}")
     if config is None:
         raise SystemExit(f"tmrl run did not start; see {data_dir / (run_name + '.log')}")
+    state = {"t0": t0, "minutes_run": minutes_run, "checkpoints": checkpoints, "returncode": proc.returncode}
+    (data_dir / f"{run_name}.json").write_text(json.dumps(state))
+    return finish_variant(variant, data_dir, unseen, final_episodes)
+
+
+def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: int) -> dict:
+    """Everything after ``tmrl run`` stopped: the curve from its metrics, the final real-time evaluation.
+
+    Reads ``<data_dir>/bench-<variant>.json`` (start time, minutes run, checkpoint evaluations) written by
+    ``run_variant``; ``--finish`` calls it alone, in a fresh process, on a finished run."""
+    from tmrl.config import load_config
+    from tmrl.rl.export import load_actor
+
+    run_name = f"bench-{variant}"
+    run_dir = data_dir / "runs" / run_name
+    actor_file = run_dir / "weights" / "actor.safetensors"
+    reward = data_dir / "rewards" / f"carracing-seed{TRAIN_SEED}.json"
+    state = json.loads((data_dir / f"{run_name}.json").read_text())
+    t0, minutes_run, checkpoints = state["t0"], state["minutes_run"], state["checkpoints"]
+    config = load_config(data_dir=data_dir, config_file=run_dir / "config.toml")
     test, train = _read_metrics(run_dir, t0)
     status = _json(run_dir / "status" / "trainer.json")
     result: dict = {
@@ -427,6 +447,11 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="tmrl data directory (default: a temp dir)")
     p.add_argument("--plot-only", action="store_true", help="redraw figures and PNG from the JSON")
     p.add_argument(
+        "--finish",
+        action="store_true",
+        help="only the part after training, on the finished run in --data-dir (e.g. after an interruption)",
+    )
+    p.add_argument(
         "--ship",
         type=Path,
         default=None,
@@ -441,7 +466,13 @@ def main() -> None:
     path = RESULTS / f"{NAME}.json"
     doc = json.loads(path.read_text()) if path.exists() else {}
     doc.setdefault("variants", {})
-    if not args.plot_only:
+    if args.finish:
+        if args.data_dir is None:
+            raise SystemExit("--finish needs the --data-dir of the run")
+        doc["variants"][args.variant] = finish_variant(
+            args.variant, args.data_dir, args.unseen, args.final_episodes
+        )
+    elif not args.plot_only:
         data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix=f"tmrl-learning-{args.variant}-"))
         print(f"data directory (run, logs, final actor; kept): {data_dir}", flush=True)
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
