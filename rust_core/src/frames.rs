@@ -247,7 +247,7 @@ impl Resizer {
         let c = spec.channel_order.channels();
         let [ri, gi, bi] = spec.channel_order.rgb_index();
         // Per-byte weights of each output plane: gray weights, or one-hot R, G, B.
-        let mut planes: Vec<Vec<f32>> = if spec.grayscale {
+        let planes: Vec<Vec<f32>> = if spec.grayscale {
             let mut k = vec![0.0; c];
             (k[ri], k[gi], k[bi]) = (GRAY_R, GRAY_G, GRAY_B);
             vec![k]
@@ -269,8 +269,8 @@ impl Resizer {
             // Taps of one output are consecutive source columns (area and linear alike).
             let first = xs[0];
             hstart.push(first * c);
-            for (p, k) in planes.iter_mut().enumerate() {
-                let kernel = &mut hw[(ox * spec_planes(&spec) + p) * hlen..][..hlen];
+            for (p, k) in planes.iter().enumerate() {
+                let kernel = &mut hw[(ox * planes.len() + p) * hlen..][..hlen];
                 for (&sx, &wx) in xs.iter().zip(xw) {
                     for j in 0..c {
                         kernel[(sx - first) * c + j] += wx * k[j];
