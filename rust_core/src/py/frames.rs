@@ -80,6 +80,10 @@ fn resize_frame<'py>(
     Ok(out)
 }
 
+fn in_use() -> PyErr {
+    PyValueError::new_err("this FrameHistory is in use by another thread; give each thread its own")
+}
+
 /// The last K post-processed frames (see `tmrl/_core.pyi`).
 #[pyclass(name = "FrameHistory", module = "tmrl._core")]
 pub struct PyFrameHistory {
@@ -88,8 +92,8 @@ pub struct PyFrameHistory {
 
 impl PyFrameHistory {
     /// A read-only numpy view of the history whose base object is this `FrameHistory`.
-    fn view_of<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArrayDyn<u8>> {
-        let this = slf.borrow();
+    fn view_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
+        let this = slf.try_borrow().map_err(|_| in_use())?;
         let spec = *this.inner.spec();
         let mut shape = vec![this.inner.history()];
         shape.extend(out_shape(&spec));
@@ -103,17 +107,13 @@ impl PyFrameHistory {
         unsafe {
             (*_PyArray_GET_ITEM_DATA(arr.as_array_ptr())).flags &= !NPY_ARRAY_WRITEABLE;
         }
-        arr
+        Ok(arr)
     }
 
     fn process(slf: &Bound<'_, Self>, frame: &Bound<'_, PyAny>, reset: bool) -> PyResult<()> {
         let py = slf.py();
         let ro = readonly_u8(frame, "frame", &[3])?;
-        let mut this = slf.try_borrow_mut().map_err(|_| {
-            PyValueError::new_err(
-                "this FrameHistory is in use by another thread; give each thread its own",
-            )
-        })?;
+        let mut this = slf.try_borrow_mut().map_err(|_| in_use())?;
         let (h, w) = frame_size(ro.shape(), this.inner.spec().channel_order, "frame")?;
         let src = ro
             .as_slice()
@@ -160,7 +160,7 @@ impl PyFrameHistory {
         frame: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
         Self::process(slf, frame, false)?;
-        Ok(Self::view_of(slf))
+        Self::view_of(slf)
     }
 
     fn reset<'py>(
@@ -168,10 +168,10 @@ impl PyFrameHistory {
         frame: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
         Self::process(slf, frame, true)?;
-        Ok(Self::view_of(slf))
+        Self::view_of(slf)
     }
 
-    fn view<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArrayDyn<u8>> {
+    fn view<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
         Self::view_of(slf)
     }
 
