@@ -25,7 +25,8 @@ MAX = 1 << 20
 def body(layout: object, meta: object = None, data: bytes = b"") -> bytes:
     """An array body with an arbitrary layout and meta (to forge bad ones)."""
     a, m = P.pack(layout), P.pack({} if meta is None else meta)
-    return struct.pack("<I", len(a)) + a + struct.pack("<I", len(m)) + m + data
+    pad = -(8 + len(a) + len(m)) % 8  # the data region starts 8-byte aligned
+    return struct.pack("<I", len(a)) + a + struct.pack("<I", len(m)) + m + b"\x00" * pad + data
 
 
 def test_frame_roundtrip_and_body_is_opaque() -> None:
@@ -282,3 +283,18 @@ def test_frame_parser_refuses_oversize_before_buffering() -> None:
     buf[: len(prefix)] = prefix
     with pytest.raises(ProtocolError, match="exceeds"):
         parser.feed(len(prefix))
+
+
+@given(st.integers(0, 1 << 40), st.text(max_size=9), st.integers(1, 7))
+def test_decoded_arrays_are_aligned_whatever_the_meta(version: int, text: str, n: int) -> None:
+    arrays = {
+        "first": np.zeros(n, bool),
+        "obs.lidar": np.arange(n * 19, dtype=np.float32).reshape(n, 19),
+        "action": np.ones((n, 3), np.float32),
+        "x": np.arange(n, dtype=np.float64),
+    }
+    out, meta = decode_arrays(encode_arrays(arrays, {"policy_version": version, "s": text}), MAX)
+    assert meta == {"policy_version": version, "s": text}
+    for name, a in arrays.items():
+        assert out[name].flags.aligned and out[name].flags.c_contiguous
+        np.testing.assert_array_equal(out[name], a)

@@ -1,8 +1,9 @@
 """Message bodies that carry numpy arrays (never pickle).
 
-A body is ``u32 A | layout (A bytes) | u32 M | meta (M bytes) | data`` (u32 little-endian). The layout is a msgpack
-list ``[[name, dtype, shape, offset, nbytes], ...]``; each array's raw little-endian bytes sit at ``offset`` in the
-data region. The meta is a msgpack map. Decoding validates every field (dtype allow-list, shape, bounds) and returns
+A body is ``u32 A | layout (A bytes) | u32 M | meta (M bytes) | padding | data`` (u32 little-endian); the padding
+makes the data region start at a multiple of 8 bytes from the body's start. The layout is a msgpack list
+``[[name, dtype, shape, offset, nbytes], ...]``; each array's raw little-endian bytes sit at ``offset`` (a multiple
+of 8) in the data region, so decoded views are aligned for every allowed dtype. The meta is a msgpack map. Decoding validates every field (dtype allow-list, shape, bounds) and returns
 zero-copy views of the received buffer. A worker sends the same layout batch after batch, so a validated layout
 is cached by its exact bytes and only the meta is decoded again. Used by the clients only (the server forwards bodies as opaque
 bytes and never imports numpy).
@@ -43,6 +44,14 @@ _NAMES = {dt: name for name, dt in _WIRE.items()}  # dtype -> wire name, little-
 
 
 _LEN = struct.Struct("<I")
+_ALIGN = 8
+_PAD = bytes(_ALIGN)
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
 _DESC_LIMITS: dict[str, int] = dict(
     max_bin_len=1 << 20, max_str_len=1 << 20, max_array_len=1 << 20, max_map_len=1 << 16, max_ext_len=0
 )
@@ -65,6 +74,10 @@ def encode_parts(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> l
             wire = _NAMES[a.dtype]
         nbytes = a.nbytes
         specs.append([name, wire, a.shape, offset, nbytes])
+        if offset % _ALIGN:
+            datas.append(_PAD[: _aligned(offset) - offset])
+            offset = _aligned(offset)
+        specs[-1][3] = offset
         if nbytes:
             datas.append(a.data.cast("B") if a.ndim else a.tobytes())
         offset += nbytes
@@ -73,7 +86,15 @@ def encode_parts(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> l
         meta_b = pack(dict(meta))
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"meta is not msgpack-serialisable: {exc}") from None
-    return [_LEN.pack(len(layout)), layout, _LEN.pack(len(meta_b)), meta_b, *datas]
+    head = 8 + len(layout) + len(meta_b)
+    return [
+        _LEN.pack(len(layout)),
+        layout,
+        _LEN.pack(len(meta_b)),
+        meta_b,
+        _PAD[: _aligned(head) - head],
+        *datas,
+    ]
 
 
 def encode_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
@@ -139,10 +160,11 @@ def decode_arrays(
         _LAYOUTS[raw] = cached
     layout, end = cached
     (mlen,) = _LEN.unpack_from(view, 4 + alen)
-    start = 8 + alen + mlen
+    meta_end = 8 + alen + mlen
+    start = _aligned(meta_end)
     if start > size:
         raise ProtocolError("array meta overruns the body")
-    meta = unpack(view[8 + alen : start], limits=_DESC_LIMITS, max_depth=16)
+    meta = unpack(view[8 + alen : meta_end], limits=_DESC_LIMITS, max_depth=16)
     if type(meta) is not dict:
         raise ProtocolError("array meta must be a map")
     if end > size - start:
@@ -151,7 +173,7 @@ def decode_arrays(
     out: dict[str, np.ndarray] = {}
     for name, dt, shape, offset, nbytes in layout:
         a = data[offset : offset + nbytes].view(dt).reshape(shape)
-        if writable and not a.flags.writeable:
-            a = a.copy()
+        if (writable and not a.flags.writeable) or not a.flags.aligned:
+            a = a.copy()  # a misaligned view only when the receive buffer itself is misaligned
         out[name] = a
     return out, meta
