@@ -110,8 +110,12 @@ def relay_main(config: TmrlConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if config.relay.port != 0:
         check_port_free(config.relay.host, config.relay.port)
+    relay = config.relay
+    if relay.spool_path is None:  # keep held batches across a relay restart by default
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        relay = relay.with_(spool_path=config.run_dir / "relay.spool")
     try:
-        serve(config.relay)
+        serve(relay)
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
             raise RoleError(

@@ -73,7 +73,8 @@ class RelayConfig(BaseModel):
     spool_path: Path | None = Field(
         None,
         description="Server: file where batches still held at shutdown are saved and reloaded at the next "
-        "start, so a relay restart loses nothing (None = batches held at shutdown are counted as dropped).",
+        "start, so a relay restart loses nothing. None: `tmrl-server` and `tmrl run` use <run dir>/relay.spool; a bare "
+        "RelayServer counts batches held at shutdown as dropped.",
     )
 
     @model_validator(mode="after")
