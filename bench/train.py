@@ -14,6 +14,7 @@ Run: ``.venv/bin/python -m bench.train [--seconds S] [--threads T]``.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -71,26 +72,35 @@ def ours(spec: ObservationSpec, seconds: float, threads: int) -> float:
             learner.update()
             n += 1
             dt = time.perf_counter() - t0
-            if dt >= seconds and n >= 10:
+            if dt >= seconds and n >= 3:
                 break
         learner.close()
     return n / dt
 
 
 def figures(seconds: float, threads: int) -> list[Figure]:
-    measured = {"ours_lidar": ours(LIDAR, seconds, threads), "ours_image": ours(IMAGES, seconds, threads)}
-    print({k: round(v, 1) for k, v in measured.items()}, flush=True)
-    anchors = run_anchor("train_sac.py", str(seconds), str(threads), timeout=3600)
-    print({k: round(v, 1) for k, v in anchors.items()}, flush=True)
+    # Each anchor measurement is framed by two of ours (same kind) and ours is their mean, so a change of the
+    # machine's load during the run (other jobs on the 2 cores) biases the ratios as little as possible.
+    spec = {"lidar": LIDAR, "image": IMAGES}
+    measured: dict[str, float] = {}
+    anchors: dict[str, float] = {}
+    for kind in ("lidar", "image"):
+        before = ours(spec[kind], seconds, threads)
+        anchors.update(run_anchor("train_sac.py", str(seconds), str(threads), kind, timeout=3600))
+        after = ours(spec[kind], seconds, threads)
+        measured[kind] = (before + after) / 2
+        print(
+            f"{kind}: ours {before:.2f} / {after:.2f}, anchors {anchors}, load {os.getloadavg()}", flush=True
+        )
     figs = []
     for kind, label in (("lidar", "LIDAR MLP"), ("image", "image CNN")):
         note = f"batch 256, sampling included, {threads} torch thread(s)"
         figs.append(
-            speedup(f"SAC updates/s, {label}", "updates/s", measured[f"ours_{kind}"], anchors[f"tmrl_{kind}"],
+            speedup(f"SAC updates/s, {label}", "updates/s", measured[kind], anchors[f"tmrl_{kind}"],
                     "TMRL 0.7.1", 2.0, note=note)
         )  # fmt: skip
         figs.append(
-            speedup(f"SAC updates/s, {label}", "updates/s", measured[f"ours_{kind}"], anchors[f"sb3_{kind}"],
+            speedup(f"SAC updates/s, {label}", "updates/s", measured[kind], anchors[f"sb3_{kind}"],
                     "SB3", 1.5, note=note)
         )  # fmt: skip
     return figs
@@ -103,7 +113,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per configuration")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for ours and the anchors")
     args = parser.parse_args()
-    write_results("train", figures(args.seconds, args.threads), {"threads": args.threads})
+    write_results(
+        "train", figures(args.seconds, args.threads), {"threads": args.threads, "load": os.getloadavg()}
+    )
 
 
 if __name__ == "__main__":

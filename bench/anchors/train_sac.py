@@ -5,7 +5,8 @@ from their own replay memory included, on the same observations as our benchmark
 - LIDAR: speed (1), 4 x 19 LIDAR history, the last 2 actions (2 x 3); MLP 256 x 256 (TMRL's MLPActorCritic).
 - images: speed, gear, rpm, 4 x 64 x 64 uint8 frames, the last 2 actions; TMRL's VanillaCNN (64k8s2, 64k4s2,
   128k4s2, 128k4s2 + MLP 256 x 256). SB3 gets the same CNN as a features extractor.
-Usage: train_sac.py SECONDS THREADS. Prints one JSON line: updates/s per anchor and observation kind.
+Usage: train_sac.py SECONDS THREADS [KINDS]. KINDS: comma-separated, from lidar,image (default both).
+Prints one JSON line: updates/s per anchor and observation kind.
 """
 
 import json
@@ -18,6 +19,7 @@ import torch
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
 THREADS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+KINDS = sys.argv[3].split(",") if len(sys.argv) > 3 else ["lidar", "image"]
 ROWS = 20_000
 BATCH = 256
 
@@ -30,7 +32,7 @@ def measure(step, seconds: float) -> float:
         step()
         n += 1
         dt = time.perf_counter() - t0
-        if dt >= seconds and n >= 10:
+        if dt >= seconds and n >= 3:
             return n / dt
 
 
@@ -184,7 +186,7 @@ def main() -> None:
     random.seed(0)
     torch.manual_seed(0)
     out = {}
-    for kind in ("lidar", "image"):
+    for kind in KINDS:
         out[f"tmrl_{kind}"] = tmrl_agent(kind)
         out[f"sb3_{kind}"] = sb3_agent(kind)
         print(kind, out, file=sys.stderr)
