@@ -193,11 +193,21 @@ class QEnsemble(nn.Module):
         )
 
     def forward(self, obs: Mapping[str, Tensor], action: Tensor, members: Tensor | None = None) -> Tensor:
+        return self.head(self.features(obs, members), action, members)
+
+    def features(self, obs: Mapping[str, Tensor], members: Tensor | None = None) -> Tensor:
+        """Encoded observations: (B, F) with a shared encoder, else (M, B, F) one per (selected) member."""
         if self.shared_encoder:
-            x = torch.cat([self.encoders[0](obs), action], dim=1)  # (B, F)
+            return self.encoders[0](obs)
+        idx = range(self.n) if members is None else members.tolist()
+        return torch.stack([self.encoders[i](obs) for i in idx])
+
+    def head(self, features: Tensor, action: Tensor, members: Tensor | None = None) -> Tensor:
+        """Q values from ``features`` (as returned by ``features``) and actions (B, A)."""
+        if features.dim() == 2:
+            x = torch.cat([features, action], dim=1)  # (B, F + A), the same for every member
         else:
-            idx = range(self.n) if members is None else members.tolist()
-            x = torch.stack([torch.cat([self.encoders[i](obs), action], dim=1) for i in idx])  # (M, B, F)
+            x = torch.cat([features, action.expand(features.shape[0], -1, -1)], dim=2)  # (M, B, F + A)
         for i, layer in enumerate(self.layers):
             x = layer(x, members)
             if i < len(self.layers) - 1:

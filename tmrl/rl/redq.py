@@ -39,7 +39,8 @@ class REDQ(SAC):
             target = b.reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
 
         # 2. Critic loss: every one of the N critics regresses on the same target.
-        q = self.critic(b.obs, b.action)  # (N, B)
+        features = self.critic.features(b.obs)
+        q = self.critic.head(features, b.action)  # (N, B)
         critic_loss = (q - target).pow(2).mean()  # mean over critics and samples, as TMRL
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -50,7 +51,7 @@ class REDQ(SAC):
         # 3. Every G critic updates: the actor maximises the MEAN of the N critics minus alpha log pi.
         if self.updates % self.algo.redq_g == 0:
             action, logp = self.actor(b.obs)
-            q_pi = self.critic(b.obs, action).mean(dim=0)
+            q_pi = self.critic.head(features.detach(), action).mean(dim=0)
             actor_loss = (alpha * logp - q_pi).mean()
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward(inputs=self._actor_params)

@@ -77,15 +77,18 @@ class SAC:
             target = b.reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
 
         # 2. Critic loss: squared error of every critic against the same target.
-        q = self.critic(b.obs, b.action)  # (n_critics, B)
+        features = self.critic.features(b.obs)
+        q = self.critic.head(features, b.action)  # (n_critics, B)
         critic_loss = (q - target).pow(2).mean()  # mean over critics and samples, as TMRL
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
 
-        # 3. Actor: maximise min_i Q_i(s, a~pi) - alpha log pi(a|s); gradients reach the actor only.
+        # 3. Actor: maximise min_i Q_i(s, a~pi) - alpha log pi(a|s); gradients reach the actor only. The critics'
+        #    encoded observations of step 2 are reused, detached (identical for vector observations; for frames it
+        #    saves one CNN pass, with the encoder as it was before the critic step).
         action, logp = self.actor(b.obs)
-        q_pi = self.critic(b.obs, action).min(dim=0).values
+        q_pi = self.critic.head(features.detach(), action).min(dim=0).values
         actor_loss = (alpha * logp - q_pi).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=self._actor_params)
