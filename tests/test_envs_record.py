@@ -31,5 +31,6 @@ def test_record_reward_with_the_pilot(tmp_path: Path) -> None:
     # The recording is a usable reward: replaying it earns the whole lap on CarRacing's scale.
     reward = make_reward(EnvConfig(reward=RewardConfig(path=path)), track_seed=0)
     assert isinstance(reward, CarRacingReward)
-    total = sum(reward.step(p, False, 0)[0] for p in traj.points[::10])
+    replay = [*traj.points[::10], traj.points[-1]]  # every 10th point, and always the last one
+    total = sum(reward.step(p, False, 0)[0] for p in replay)
     assert total == pytest.approx(1000.0, abs=5.0)
