@@ -415,7 +415,7 @@ def plot(doc: dict, path: Path) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("return (CarRacing scale)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle("Built-in game, real time 20 Hz, LIDAR, one worker, CPU (2 shared cores)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
