@@ -267,6 +267,8 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
         "minutes_to_900": _rolling_first(test, 900.0),
         "best_mean5": max((p["mean5"] for p in test if p["mean5"] is not None), default=None),
     }
+    if state.get("note"):
+        result["note"] = state["note"]
     if actor_file.exists():
         actor = load_actor(actor_file)
         keep = data_dir / f"final-actor-{variant}.safetensors"
