@@ -298,3 +298,37 @@ def test_decoded_arrays_are_aligned_whatever_the_meta(version: int, text: str, n
     for name, a in arrays.items():
         assert out[name].flags.aligned and out[name].flags.c_contiguous
         np.testing.assert_array_equal(out[name], a)
+
+
+def test_buffer_pool_recycles_by_size_within_its_bound() -> None:
+    pool = P.BufferPool(max_bytes=3000, per_size=2)
+    a, b, c = pool.get(1000), pool.get(1000), pool.get(1000)
+    assert len(a) == 1000 and a is not b
+    for buf in (a, b, c):  # the third one of that size is not kept (per_size)
+        pool.put(buf)
+    assert pool.get(1000) in (a, b) and pool.reused == 1
+    pool.put(bytearray(2500))  # over the byte bound with what is held: forgotten
+    assert len(pool.get(2500)) == 2500 and pool.reused == 1
+
+
+def test_frame_parser_reads_big_frames_into_allocated_buffers() -> None:
+    """Frames of ``big_bytes`` or more are received into ``alloc``'s buffer: the body is a view of it."""
+    pool = P.BufferPool()
+    parser = P.FrameParser(1 << 20, 64 * 1024, big_bytes=4096, alloc=pool.get)
+    recycled = bytearray(b"\xee" * (len(P.pack({"t": "batch", "seq": 1, "n": 1})) + 5000))
+    pool.put(recycled)  # a dirty buffer of exactly the second frame's size: reused, fully overwritten
+    frames = [
+        P.encode_frame({"t": "batch", "seq": 0, "n": 1}, b"a" * 100),
+        P.encode_frame({"t": "batch", "seq": 1, "n": 1}, bytes(range(250)) * 20),
+    ]
+    stream = b"".join(frames)
+    out, pos = [], 0
+    while pos < len(stream):
+        buf = parser.get_buffer()
+        n = min(len(buf), 1000, len(stream) - pos)
+        buf[:n] = stream[pos : pos + n]
+        pos += n
+        out += parser.feed(n)
+    assert [h["seq"] for h, _ in out] == [0, 1]
+    assert type(out[0][1].obj) is bytes and out[1][1].obj is recycled and pool.reused == 1
+    assert bytes(out[1][1]) == bytes(range(250)) * 20

@@ -487,3 +487,36 @@ def test_a_worker_that_does_not_read_only_gets_the_newest_weights(relay: RelayTh
         s.close()
         good.close()
         trainer.close()
+
+
+def test_large_batches_recycle_buffers_without_corrupting_any(relay: RelayThread) -> None:
+    """Image-sized batches go through pooled buffers (worker encode, relay receive): once acknowledged a buffer
+    is reused, and every batch still arrives with its own content; poll_batches hands them out one by one."""
+    cfg = relay.config
+    trainer = TrainerClient(cfg)
+    worker = WorkerClient(cfg, "big")
+    try:
+        assert trainer.wait_connected(5) and worker.wait_connected(5)
+        got: list[tuple[dict, dict]] = []
+        for rnd in range(4):
+            for seq in range(rnd * 8, rnd * 8 + 8):
+                worker.send_batch(batch(seq, rows=20, img=64), {"n": 20, "policy_version": 1})
+            deadline = time.monotonic() + 10
+            while len(got) < rnd * 8 + 8 and time.monotonic() < deadline:
+                one = trainer.poll_batches(1, 0.2)
+                assert len(one) <= 1
+                got += one
+            assert worker.flush(10)
+        assert [m["seq"] for m, _ in got] == list(range(32))
+        for m, a in got:
+            assert (a["obs.img"] == m["seq"] % 256).all() and (a["reward"] == m["seq"]).all()
+        assert worker._core.pool.reused > 0  # noqa: SLF001
+        assert relay.server is not None and relay.server.pool.reused > 0
+        deadline = time.monotonic() + 5  # the last acknowledgement from the trainer is on its way
+        while relay.status()["samples_out"] < 32 * 20 and time.monotonic() < deadline:
+            time.sleep(0.01)  # bounded poll: no event marks the relay processing a trainer ack
+        st = relay.status()
+        assert st["samples_in"] == st["samples_out"] == 32 * 20 and st["queue_bytes"] == 0
+    finally:
+        trainer.close()
+        worker.close()

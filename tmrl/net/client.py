@@ -34,6 +34,10 @@ from tmrl.net.stream import check_pin, client_ssl_context, frame_parts
 log = logging.getLogger("tmrl.net")
 
 HIGH_WATER = 4 << 20  # bytes buffered in the transport before a sender waits for resume_writing
+SCRATCH_BYTES = 256 * 1024  # receive buffer for small frames (many per read)
+BIG_FRAME_BYTES = 64 * 1024  # frames this large are received into a buffer of their own
+BIG_BODY_BYTES = 64 * 1024  # batch bodies this large are encoded into recycled buffers
+POOL_BYTES = 64 << 20
 
 
 class _Busy(AuthError):
@@ -51,7 +55,7 @@ class _ClientProtocol(asyncio.BufferedProtocol):
     def __init__(self, max_frame_bytes: int) -> None:
         loop = asyncio.get_running_loop()
         self.loop = loop
-        self.parser = P.FrameParser(1 << 16)
+        self.parser = P.FrameParser(1 << 16, SCRATCH_BYTES, big_bytes=BIG_FRAME_BYTES)
         self.max_frame_bytes = max_frame_bytes
         self.transport: asyncio.Transport | None = None
         self.queue: asyncio.Queue[Any] | None = asyncio.Queue()
@@ -77,6 +81,8 @@ class _ClientProtocol(asyncio.BufferedProtocol):
                     self.queue.put_nowait((header, body))
                 else:
                     self.core.on_frame(header, body)
+            if self.core is not None:
+                self.core.end_chunk()
         except Exception as exc:  # ProtocolError, a refusal turned into AuthError, or a bug: end this session
             self.fail(exc)
 
@@ -336,6 +342,9 @@ class _Core:
         self.handle(t, header, body)
 
     # hooks ---------------------------------------------------------------------------------------------------
+    def end_chunk(self) -> None:
+        """Called after the frames of one received chunk were handled (hand results over in one go)."""
+
     def handle(self, t: str, header: dict[str, Any], body: memoryview) -> None:
         raise ProtocolError(f"unexpected {t!r} message for a {self.role}")
 
@@ -374,6 +383,7 @@ class _Pending:
     parts: list[Any]
     size: int
     dropped: bool = False
+    buf: bytearray | None = None  # pooled body buffer, recycled once the relay acknowledged the batch
 
 
 class _WorkerCore(_Core):
@@ -386,6 +396,7 @@ class _WorkerCore(_Core):
         self.to_send: deque[_Pending] = deque()
         self.flush_scheduled = False
         self.inbox: deque[_Pending] = deque()  # caller thread appends, loop thread pops
+        self.pool = P.BufferPool(POOL_BYTES)  # large batch bodies, recycled on acknowledgement
         self.inbox_scheduled = False
         self.submitted = 0  # caller thread
         self.done = 0  # loop thread: acknowledged + dropped
@@ -483,6 +494,8 @@ class _WorkerCore(_Core):
             while self.unacked and self.unacked[0].seq <= seq:
                 p = self.unacked.popleft()
                 self.unacked_bytes -= p.size
+                if p.buf is not None:  # the relay holds it: the transport is done with this buffer
+                    self.pool.put(p.buf)
                 self.stats["acked_batches"] += 1
                 self.stats["acked_samples"] += p.n
                 k += 1
@@ -536,14 +549,16 @@ class WorkerClient:
             raise ProtocolError("a batch needs at least one array")
         n = int(meta["n"]) if "n" in meta else len(next(iter(arrays.values())))
         seq = next(self._seq)
-        body = encode_arrays(arrays, {**meta, "n": n})
+        big = sum(getattr(a, "nbytes", 0) for a in arrays.values()) >= BIG_BODY_BYTES
+        body = encode_arrays(arrays, {**meta, "n": n}, self._core.pool.get if big else None)
         hdr = P.pack({"t": "batch", "seq": seq, "n": n})
         size = P.PREFIX_SIZE + len(hdr) + len(body)
         if size - 4 > self.config.max_frame_bytes:
             raise ProtocolError(
                 f"batch of {size} bytes exceeds max_frame_bytes={self.config.max_frame_bytes}: send smaller batches"
             )
-        self._core.submit(_Pending(seq, n, [P.frame_prefix(hdr, len(body)), body], size))
+        buf = body if type(body) is bytearray else None
+        self._core.submit(_Pending(seq, n, [P.frame_prefix(hdr, len(body)), body], size, buf=buf))
         return seq
 
     def latest_weights(self) -> tuple[int, dict[str, np.ndarray], dict[str, Any]] | None:
@@ -611,7 +626,11 @@ class _TrainerCore(_Core):
 
     def __init__(self, config: RelayConfig, client_id: str) -> None:
         super().__init__(config, client_id, 0)
-        self.items: queue.SimpleQueue[tuple[int, dict[str, Any], dict[str, np.ndarray]]] = queue.SimpleQueue()
+        # batches decoded from one received chunk are handed to the caller's thread as one list (one wake-up)
+        self.items: queue.SimpleQueue[list[tuple[int, dict[str, Any], dict[str, np.ndarray]]]] = (
+            queue.SimpleQueue()
+        )
+        self.chunk: list[tuple[int, dict[str, Any], dict[str, np.ndarray]]] = []
         self.gen = 0
         self.consumed = 0
         self.seen: dict[tuple[str, int], int] = {}
@@ -681,7 +700,12 @@ class _TrainerCore(_Core):
         meta.setdefault("policy_version", -1)
         self.stats["received_batches"] += 1
         self.stats["received_samples"] += n
-        self.items.put((self.gen, meta, arrays))
+        self.chunk.append((self.gen, meta, arrays))
+
+    def end_chunk(self) -> None:
+        if self.chunk:
+            chunk, self.chunk = self.chunk, []
+            self.items.put(chunk)
 
     def consume(self, gen: int, k: int) -> None:
         """Acknowledge ``k`` more batches of connection ``gen`` (cumulative count on the wire)."""
@@ -710,6 +734,7 @@ class TrainerClient:
     def __init__(self, config: RelayConfig, trainer_id: str = "trainer") -> None:
         self.config = config
         self._core = _TrainerCore(config, trainer_id)
+        self._ready: deque[tuple[int, dict[str, Any], dict[str, np.ndarray]]] = deque()  # caller's thread
         self._core.start()
 
     def poll_batches(self, max_n: int, timeout: float) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
@@ -720,17 +745,16 @@ class TrainerClient:
         self._core.raise_fatal()
         out: list[tuple[dict[str, Any], dict[str, np.ndarray]]] = []
         acks: dict[int, int] = {}
-        try:
-            item = self._core.items.get(timeout=timeout) if timeout > 0 else self._core.items.get_nowait()
-            while True:
-                gen, meta, arrays = item
+        ready, items = self._ready, self._core.items
+        with contextlib.suppress(queue.Empty):
+            if not ready:
+                ready.extend(items.get(timeout=timeout) if timeout > 0 else items.get_nowait())
+            while len(out) < max_n:
+                if not ready:
+                    ready.extend(items.get_nowait())
+                gen, meta, arrays = ready.popleft()
                 out.append((meta, arrays))
                 acks[gen] = acks.get(gen, 0) + 1
-                if len(out) >= max_n:
-                    break
-                item = self._core.items.get_nowait()
-        except queue.Empty:
-            pass
         for gen, k in acks.items():
             self._core.call(self._core.consume, gen, k)
         self._core.stats["polled_batches"] += len(out)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -52,59 +52,94 @@ def _aligned(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
+_MAX_LAYOUTS = 256
 _DESC_LIMITS: dict[str, int] = dict(
     max_bin_len=1 << 20, max_str_len=1 << 20, max_array_len=1 << 20, max_map_len=1 << 16, max_ext_len=0
 )
 
 
+_EncLayout = tuple[bytes, tuple[bytes, ...]]  # (u32 A + layout bytes, padding before each array)
+_ENC_LAYOUTS: dict[tuple[Any, ...], _EncLayout] = {}  # by (name, dtype, shape) of every array (bounded)
+
+
+def _enc_layout(key: tuple[Any, ...]) -> _EncLayout:
+    specs: list[list[Any]] = []
+    pads: list[bytes] = []
+    offset = 0
+    for name, dt, shape in key:
+        pad = _aligned(offset) - offset
+        pads.append(_PAD[:pad])
+        offset += pad
+        nbytes = math.prod(shape) * dt.itemsize
+        specs.append([name, _NAMES[dt], shape, offset, nbytes])
+        offset += nbytes
+    layout = pack(specs)
+    return _LEN.pack(len(layout)) + layout, tuple(pads)
+
+
 def encode_parts(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> list[Any]:
     """The body as a list of buffers (the arrays' own memory, not copied): for immediate writes only."""
-    specs: list[list[Any]] = []
-    datas: list[Any] = []
-    offset = 0
+    arrs: list[np.ndarray] = []
+    key: list[tuple[str, np.dtype, tuple[int, ...]]] = []
     for name, arr in arrays.items():
         a = arr if type(arr) is np.ndarray else np.asarray(arr)
-        wire = _NAMES.get(a.dtype)  # native little-endian dtypes (the usual case) map straight to their name
-        if wire is None or not a.flags.c_contiguous:
+        if a.dtype not in _NAMES or not a.flags.c_contiguous:  # native little-endian dtypes: the usual case
             if a.dtype.kind not in "biuf" or a.dtype.newbyteorder("<") not in _NAMES:
                 raise ProtocolError(
                     f"array {name!r}: dtype {a.dtype} is not allowed on the wire ({sorted(DTYPES)})"
                 )
             a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-            wire = _NAMES[a.dtype]
-        nbytes = a.nbytes
-        specs.append([name, wire, a.shape, offset, nbytes])
-        if offset % _ALIGN:
-            datas.append(_PAD[: _aligned(offset) - offset])
-            offset = _aligned(offset)
-        specs[-1][3] = offset
-        if nbytes:
-            datas.append(a.data.cast("B") if a.ndim else a.tobytes())
-        offset += nbytes
+        if type(name) is not str:
+            raise ProtocolError(f"array name {name!r} is not a string")
+        arrs.append(a)
+        key.append((name, a.dtype, a.shape))
+    k = tuple(key)
+    cached = _ENC_LAYOUTS.get(k)
+    if cached is None:
+        cached = _enc_layout(k)
+        if len(_ENC_LAYOUTS) >= _MAX_LAYOUTS:
+            _ENC_LAYOUTS.pop(next(iter(_ENC_LAYOUTS)))
+        _ENC_LAYOUTS[k] = cached
+    layout, pads = cached
     try:
-        layout = pack(specs)
         meta_b = pack(dict(meta))
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"meta is not msgpack-serialisable: {exc}") from None
-    head = 8 + len(layout) + len(meta_b)
-    return [
-        _LEN.pack(len(layout)),
-        layout,
-        _LEN.pack(len(meta_b)),
-        meta_b,
-        _PAD[: _aligned(head) - head],
-        *datas,
-    ]
+    head = 4 + len(layout) + len(meta_b)
+    parts: list[Any] = [layout, _LEN.pack(len(meta_b)), meta_b, _PAD[: _aligned(head) - head]]
+    for a, pad in zip(arrs, pads, strict=True):
+        if pad:
+            parts.append(pad)
+        if a.nbytes:
+            parts.append(a.data.cast("B") if a.ndim else a.tobytes())
+    return parts
 
 
-def encode_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
-    """Encode named arrays plus a msgpack-able ``meta`` map into one body (one copy of the array bytes)."""
-    return b"".join(encode_parts(arrays, meta))
+def encode_arrays(
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    alloc: Callable[[int], bytearray] | None = None,
+) -> bytes | bytearray:
+    """Encode named arrays plus a msgpack-able ``meta`` map into one body (one copy of the array bytes).
+
+    With ``alloc`` (e.g. ``BufferPool.get``), the body is written into ``alloc(size)`` (a recycled buffer saves
+    the allocator's zero-fill and page faults of a fresh large block); else it is a new ``bytes``.
+    """
+    parts = encode_parts(arrays, meta)
+    if alloc is None:
+        return b"".join(parts)
+    buf = alloc(sum(len(p) for p in parts))
+    view = memoryview(buf)
+    pos = 0
+    for p in parts:
+        n = len(p)
+        view[pos : pos + n] = p
+        pos += n
+    return buf
 
 
 _Layout = list[tuple[str, np.dtype, tuple[int, ...], int, int]]
 _LAYOUTS: dict[bytes, tuple[_Layout, int]] = {}  # validated layouts by their exact bytes (small, bounded)
-_MAX_LAYOUTS = 256
 
 
 def _parse_layout(raw: bytes) -> tuple[_Layout, int]:
@@ -169,10 +204,9 @@ def decode_arrays(
         raise ProtocolError("array meta must be a map")
     if end > size - start:
         raise ProtocolError(f"array data needs {end} bytes, the body holds {size - start}")
-    data = np.frombuffer(view, np.uint8, offset=start) if start < size else np.empty(0, np.uint8)
     out: dict[str, np.ndarray] = {}
-    for name, dt, shape, offset, nbytes in layout:
-        a = data[offset : offset + nbytes].view(dt).reshape(shape)
+    for name, dt, shape, offset, _nbytes in layout:
+        a = np.ndarray(shape, dt, view, start + offset)  # a view of the body (bounds checked above)
         if (writable and not a.flags.writeable) or not a.flags.aligned:
             a = a.copy()  # a misaligned view only when the receive buffer itself is misaligned
         out[name] = a

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -43,8 +44,12 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 def check_depth(obj: Any, max_depth: int = MAX_DEPTH) -> None:
     """Raise ProtocolError if ``obj`` (decoded msgpack) nests deeper than ``max_depth`` (iterative walk)."""
-    if type(obj) is dict and not any(type(v) in (dict, list) for v in obj.values()):
-        return  # flat map (the usual meta / header): nothing to walk
+    if type(obj) is dict:
+        for v in obj.values():
+            if type(v) is dict or type(v) is list:
+                break
+        else:
+            return  # flat map (the usual meta / header): nothing to walk
     stack: list[tuple[Any, int]] = [(obj, 0)]
     while stack:
         cur, depth = stack.pop()
@@ -103,6 +108,11 @@ def parse_prefix(prefix: bytes, max_frame_bytes: int) -> tuple[int, int]:
     if len(prefix) != PREFIX_SIZE:
         raise ProtocolError("truncated frame prefix")
     length, hlen = PREFIX.unpack(prefix)
+    return check_prefix(length, hlen, max_frame_bytes)
+
+
+def check_prefix(length: int, hlen: int, max_frame_bytes: int) -> tuple[int, int]:
+    """``parse_prefix`` on the two decoded prefix fields."""
     if length > max_frame_bytes:
         raise ProtocolError(f"frame of {length} bytes exceeds the {max_frame_bytes}-byte limit")
     if length < 2 + hlen or hlen == 0:
@@ -210,18 +220,66 @@ def parse_hello(header: Mapping[str, Any]) -> tuple[str, str, bytes, int]:
     return role, client_id, nonce, nonneg_int(header, "inc")
 
 
+class BufferPool:
+    """Recycled receive/encode buffers for large frames, by exact size (thread-safe, bounded).
+
+    Allocating a fresh multi-hundred-KB ``bytearray`` per frame costs more than the frame's memcpy: the allocator
+    zero-fills it and, above its mmap threshold, the kernel faults every page in again. Workers send the same
+    batch size again and again, so a buffer released once its frame is acknowledged is reused for the next one.
+    ``get`` always returns a buffer of exactly ``n`` bytes (contents undefined); ``put`` keeps at most
+    ``max_bytes`` in total and at most ``per_size`` buffers of one size.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20, per_size: int = 64) -> None:
+        self.max_bytes = max_bytes
+        self.per_size = per_size
+        self._free: dict[int, list[bytearray]] = {}
+        self._held = 0
+        self._lock = threading.Lock()
+        self.reused = 0
+
+    def get(self, n: int) -> bytearray:
+        with self._lock:
+            free = self._free.get(n)
+            if free:
+                self._held -= n
+                self.reused += 1
+                return free.pop()
+        return bytearray(n)
+
+    def put(self, buf: bytearray) -> None:
+        """Give back a buffer nobody reads or writes any more (a live memoryview of it is harmless)."""
+        n = len(buf)
+        with self._lock:
+            free = self._free.setdefault(n, [])
+            if len(free) < self.per_size and self._held + n <= self.max_bytes:
+                free.append(buf)
+                self._held += n
+
+
 class FrameParser:
     """Incremental frame parser for ``asyncio.BufferedProtocol``: the transport reads straight into
     ``get_buffer()``; ``feed(n)`` returns the frames completed by those ``n`` bytes.
 
-    Small frames are assembled in a reusable scratch buffer (one copy out); a frame larger than half of it gets
-    its own buffer of exactly its size, read into directly (its body is then a zero-copy view). The declared size
-    is checked against ``max_frame_bytes`` as soon as the 6-byte prefix is in, before anything else is buffered.
+    Small frames are assembled in a reusable scratch buffer (one copy out); a frame of ``big_bytes`` or more
+    (default: half the scratch buffer) gets its own buffer of exactly its size (from ``alloc``, e.g. a
+    ``BufferPool.get``), read into directly: its body is then a zero-copy view, ``body.obj`` is that buffer. The
+    declared size is checked against ``max_frame_bytes`` as soon as the 6-byte prefix is in, before anything else
+    is buffered.
     """
 
-    def __init__(self, max_frame_bytes: int, scratch_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        max_frame_bytes: int,
+        scratch_bytes: int = 256 * 1024,
+        *,
+        big_bytes: int | None = None,
+        alloc: Callable[[int], bytearray] = bytearray,
+    ) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray(scratch_bytes)
+        self._big_bytes = min(big_bytes or scratch_bytes // 2, scratch_bytes // 2)
+        self._alloc = alloc
         self._start = 0
         self._end = 0
         self._big: bytearray | None = None
@@ -248,25 +306,21 @@ class FrameParser:
         self._end += nbytes
         buf = self._buf
         while self._end - self._start >= PREFIX_SIZE:
-            rest, hlen = parse_prefix(
-                bytes(buf[self._start : self._start + PREFIX_SIZE]), self.max_frame_bytes
-            )
+            rest, hlen = check_prefix(*PREFIX.unpack_from(buf, self._start), self.max_frame_bytes)
             total = PREFIX_SIZE + rest
             avail = self._end - self._start
-            if avail >= total:
-                data = bytes(buf[self._start + PREFIX_SIZE : self._start + total])
-                self._start += total
-                frames.append(split_frame(data, hlen))
-            elif total > len(buf) // 2:
-                big = bytearray(rest)
+            if total >= self._big_bytes and avail < total:
+                big = self._alloc(rest)
                 have = avail - PREFIX_SIZE
                 big[:have] = buf[self._start + PREFIX_SIZE : self._end]
                 self._start = self._end = 0
-                if have == rest:  # pragma: no cover - complete frames are handled above
-                    frames.append(split_frame(big, hlen))
-                else:
-                    self._big, self._big_fill, self._big_hlen = big, have, hlen
+                self._big, self._big_fill, self._big_hlen = big, have, hlen
                 break
+            if avail >= total:
+                with memoryview(buf) as view:  # one copy out (a bytearray slice would copy twice)
+                    data = bytes(view[self._start + PREFIX_SIZE : self._start + total])
+                self._start += total
+                frames.append(split_frame(data, hlen))
             else:
                 break
         if self._start == self._end:

@@ -34,7 +34,9 @@ log = logging.getLogger("tmrl.relay")
 MAX_SEEN_STREAMS = 100_000
 HANDSHAKE_FRAME_BYTES = 1 << 16
 TRAINER_HIGH_WATER = 4 << 20
-SCRATCH_BYTES = 64 * 1024  # per connection; larger frames get a buffer of their own size
+SCRATCH_BYTES = 256 * 1024  # per connection: small frames are read many at a time (fewer reads and acks)
+BIG_FRAME_BYTES = 64 * 1024  # frames this large are received into a buffer of their own (from the pool)
+POOL_BYTES = 64 << 20  # receive buffers recycled once the trainer acknowledged their batch
 
 
 class ForbiddenMessageError(ProtocolError):
@@ -48,6 +50,7 @@ class _Entry:
     parts: list[bytes | memoryview | bytearray]
     n: int
     size: int
+    buf: bytearray | None = None  # the pooled receive buffer holding the body (recycled once acknowledged)
 
 
 @dataclass
@@ -73,7 +76,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def __init__(self, server: RelayServer) -> None:
         self.server = server
-        self.parser = P.FrameParser(HANDSHAKE_FRAME_BYTES, scratch_bytes=SCRATCH_BYTES)
+        self.parser = P.FrameParser(
+            HANDSHAKE_FRAME_BYTES, SCRATCH_BYTES, big_bytes=BIG_FRAME_BYTES, alloc=server.pool.get
+        )
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.state = "hello"
@@ -222,6 +227,7 @@ class RelayServer:
         self.conns: set[_Connection] = set()
         self._seen: dict[tuple[str, int], int] = {}
         self._weights: tuple[int, list[Any]] | None = None
+        self.pool = P.BufferPool(POOL_BYTES)
         self.counters = _Counters()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pump_scheduled = False
@@ -432,7 +438,8 @@ class RelayServer:
             self._seen.pop(next(iter(self._seen)))
         hdr = P.pack({"t": "batch", "w": conn.client_id, "inc": conn.incarnation, "seq": seq, "n": n})
         parts: list[Any] = [P.frame_prefix(hdr, len(body)), body]
-        entry = _Entry(parts, n, parts_size(parts))
+        buf = body.obj if type(body.obj) is bytearray else None  # received into its own (pooled) buffer
+        entry = _Entry(parts, n, parts_size(parts), buf)
         c = self.counters
         c.batches_in += 1
         c.samples_in += n
@@ -480,6 +487,8 @@ class RelayServer:
             c.batches_out += 1
             c.samples_out += e.n
             c.bytes_out += e.size
+            if e.buf is not None:  # the trainer holds it: nothing reads this buffer any more
+                self.pool.put(e.buf)
         conn.acked = count
         self.pump()
 
