@@ -315,7 +315,7 @@ def test_frame_parser_reads_big_frames_into_allocated_buffers() -> None:
     """Frames of ``big_bytes`` or more are received into ``alloc``'s buffer: the body is a view of it."""
     pool = P.BufferPool()
     parser = P.FrameParser(1 << 20, 64 * 1024, big_bytes=4096, alloc=pool.get)
-    recycled = bytearray(b"\xee" * (len(P.pack({"t": "batch", "seq": 1, "n": 1})) + 5000))
+    recycled = bytearray(b"\xee" * (len(P.pack({"t": "batch", "seq": 1, "n": 1})) + 5000 + P.BODY_ALIGN - 1))
     pool.put(recycled)  # a dirty buffer of exactly the second frame's size: reused, fully overwritten
     frames = [
         P.encode_frame({"t": "batch", "seq": 0, "n": 1}, b"a" * 100),
@@ -332,3 +332,5 @@ def test_frame_parser_reads_big_frames_into_allocated_buffers() -> None:
     assert [h["seq"] for h, _ in out] == [0, 1]
     assert type(out[0][1].obj) is bytes and out[1][1].obj is recycled and pool.reused == 1
     assert bytes(out[1][1]) == bytes(range(250)) * 20
+    for _, body in out:  # bodies start 8-byte aligned (decoded arrays are views, not copies)
+        assert np.frombuffer(body, np.uint8).ctypes.data % P.BODY_ALIGN == 0

@@ -510,6 +510,7 @@ def test_large_batches_recycle_buffers_without_corrupting_any(relay: RelayThread
         assert [m["seq"] for m, _ in got] == list(range(32))
         for m, a in got:
             assert (a["obs.img"] == m["seq"] % 256).all() and (a["reward"] == m["seq"]).all()
+            assert not any(v.flags.owndata for v in a.values())  # aligned bodies: views, never copies
         assert worker._core.pool.reused > 0  # noqa: SLF001
         assert relay.server is not None and relay.server.pool.reused > 0
         deadline = time.monotonic() + 5  # the last acknowledgement from the trainer is on its way

@@ -40,6 +40,12 @@ BIG_BODY_BYTES = 64 * 1024  # batch bodies this large are encoded into recycled 
 POOL_BYTES = 64 << 20
 
 
+def _uninitialised(n: int) -> np.ndarray:
+    """A receive buffer for one large frame: not zero-filled first (the socket overwrites all of it), and the
+    decoded arrays are views of it."""
+    return np.empty(n, np.uint8)
+
+
 class _Busy(AuthError):
     """The relay already has a trainer (retried for a while: it may be the previous run's, just dying)."""
 
@@ -55,7 +61,7 @@ class _ClientProtocol(asyncio.BufferedProtocol):
     def __init__(self, max_frame_bytes: int) -> None:
         loop = asyncio.get_running_loop()
         self.loop = loop
-        self.parser = P.FrameParser(1 << 16, SCRATCH_BYTES, big_bytes=BIG_FRAME_BYTES)
+        self.parser = P.FrameParser(1 << 16, SCRATCH_BYTES, big_bytes=BIG_FRAME_BYTES, alloc=_uninitialised)
         self.max_frame_bytes = max_frame_bytes
         self.transport: asyncio.Transport | None = None
         self.queue: asyncio.Queue[Any] | None = asyncio.Queue()

@@ -257,13 +257,16 @@ class BufferPool:
                 self._held += n
 
 
+BODY_ALIGN = 8  # bodies are received at 8-byte aligned addresses (array data inside is aligned to 8 too)
+
+
 class FrameParser:
     """Incremental frame parser for ``asyncio.BufferedProtocol``: the transport reads straight into
     ``get_buffer()``; ``feed(n)`` returns the frames completed by those ``n`` bytes.
 
     Small frames are assembled in a reusable scratch buffer (one copy out); a frame of ``big_bytes`` or more
-    (default: half the scratch buffer) gets its own buffer of exactly its size (from ``alloc``, e.g. a
-    ``BufferPool.get``), read into directly: its body is then a zero-copy view, ``body.obj`` is that buffer. The
+    (default: half the scratch buffer) gets its own writable buffer of exactly its size (from ``alloc``, e.g. a
+    ``BufferPool.get``, or an uninitialised numpy array on the client side), read into directly: its body is then a zero-copy view, ``body.obj`` is that buffer. The
     declared size is checked against ``max_frame_bytes`` as soon as the 6-byte prefix is in, before anything else
     is buffered.
     """
@@ -274,7 +277,7 @@ class FrameParser:
         scratch_bytes: int = 256 * 1024,
         *,
         big_bytes: int | None = None,
-        alloc: Callable[[int], bytearray] = bytearray,
+        alloc: Callable[[int], Any] = bytearray,
     ) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray(scratch_bytes)
@@ -282,13 +285,13 @@ class FrameParser:
         self._alloc = alloc
         self._start = 0
         self._end = 0
-        self._big: bytearray | None = None
+        self._big: memoryview | None = None  # where a large frame (after its prefix) is being received
         self._big_fill = 0
         self._big_hlen = 0
 
     def get_buffer(self) -> memoryview:
         if self._big is not None:
-            return memoryview(self._big)[self._big_fill :]
+            return self._big[self._big_fill :]
         if self._start and len(self._buf) - self._end < 65536:  # move the partial frame to the front
             n = self._end - self._start
             self._buf[:n] = self._buf[self._start : self._end]
@@ -310,17 +313,23 @@ class FrameParser:
             total = PREFIX_SIZE + rest
             avail = self._end - self._start
             if total >= self._big_bytes and avail < total:
-                big = self._alloc(rest)
+                # the frame's own buffer, placed so that its body starts 8-byte aligned: decoded arrays are
+                # then views, not copies
+                lead = -hlen % BODY_ALIGN
+                big = memoryview(self._alloc(rest + BODY_ALIGN - 1))[lead : lead + rest]
                 have = avail - PREFIX_SIZE
                 big[:have] = buf[self._start + PREFIX_SIZE : self._end]
                 self._start = self._end = 0
                 self._big, self._big_fill, self._big_hlen = big, have, hlen
                 break
             if avail >= total:
-                with memoryview(buf) as view:  # one copy out (a bytearray slice would copy twice)
-                    data = bytes(view[self._start + PREFIX_SIZE : self._start + total])
+                head = self._start + PREFIX_SIZE
+                with memoryview(buf) as view:
+                    header = decode_header(view[head : head + hlen])
+                    # one copy of the body alone: a bytes object's data is 16-byte aligned in CPython
+                    body = memoryview(bytes(view[head + hlen : self._start + total]))
                 self._start += total
-                frames.append(split_frame(data, hlen))
+                frames.append((header, body))
             else:
                 break
         if self._start == self._end:
