@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import select
 import statistics
 import subprocess
@@ -322,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     ours_total = {"lidar": 20000, "image": 2000}
     anchor_total = {"lidar": 2000, "image": 240}
     figures: list[Figure] = []
-    extra: dict = {"ours": [], "tlspyo": []}
+    # the machine is shared: record its load (1-minute average) around the run, next to the figures
+    extra: dict = {"ours": [], "tlspyo": [], "load_average_1min": {"start": os.getloadavg()[0]}}
     relay = Relay(
         queue_mb=1024
     )  # big enough that the throughput runs drop nothing (drops are counted anyway)
@@ -373,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
                  at_most=True, note=f"budget {QUEUE_MB} MB, sent {mem['sent_mb']:.0f} MB, "
                  f"dropped {mem['dropped_batches']} batches (counted); tlspyo queues without bound")
     )  # fmt: skip
+    extra["load_average_1min"]["end"] = os.getloadavg()[0]
     write_results("relay", figures, extra)
 
 
