@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tmrl.envs.config import EnvConfig, RewardConfig
+from tmrl.envs.config import EnvConfig, RewardConfig, resolved_reward
 from tmrl.envs.reward import (
     CarRacingReward,
     ProgressTracker,
@@ -27,6 +27,10 @@ coords = st.floats(-50.0, 50.0, allow_nan=False)
 polylines = st.lists(st.tuples(coords, coords, coords), min_size=2, max_size=12).map(np.array)
 
 
+# TMRL's progress rule and failure countdown (TrackMania's per-game defaults).
+TMRL_RULES = resolved_reward(EnvConfig(game="tm2020"))
+
+
 def circle(n: int = 400, radius: float = 30.0) -> np.ndarray:
     """A closed-ish lap: positions on a circle in the x-z plane (y up = 0), like the built-in game's."""
     t = np.linspace(0.0, 1.9 * math.pi, n)
@@ -34,7 +38,7 @@ def circle(n: int = 400, radius: float = 30.0) -> np.ndarray:
 
 
 def tracker_for(points: np.ndarray, cfg: RewardConfig | None = None) -> ProgressTracker:
-    cfg = cfg or RewardConfig()
+    cfg = cfg or TMRL_RULES
     return ProgressTracker(
         resample(points, cfg.spacing), cfg.check_forward, cfg.check_backward, cfg.max_stray
     )
@@ -94,7 +98,7 @@ def test_forward_search_matches_reference(seed: int, check: int, cur_frac: int) 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(1, 400), min_size=1, max_size=80))
 def test_monotone_progress_sums_to_length(steps: list[int]) -> None:
-    cfg = RewardConfig()
+    cfg = TMRL_RULES
     reward = TrajectoryReward(tracker_for(circle(), cfg), cfg)
     pts = reward.tracker.points
     idx, total = 0, 0.0
@@ -110,7 +114,7 @@ def test_monotone_progress_sums_to_length(steps: list[int]) -> None:
 
 
 def test_full_lap_and_finish_bonus() -> None:
-    cfg = RewardConfig()
+    cfg = TMRL_RULES
     reward = TrajectoryReward(tracker_for(circle(), cfg), cfg)
     pts = reward.tracker.points
     total = 0.0
@@ -121,18 +125,26 @@ def test_full_lap_and_finish_bonus() -> None:
     assert total + r == pytest.approx((len(pts) - 1) / 100.0 + 100.0)
 
 
-def test_stray_gives_no_progress() -> None:
-    cfg = RewardConfig()
+@pytest.mark.parametrize("game", ["carracing", "tm2020"])
+def test_stray_gives_no_progress(game: str) -> None:
+    cfg = resolved_reward(EnvConfig(game=game))
+    stray = cfg.max_stray
+    assert stray == (10.0 if game == "carracing" else 100.0)
+    assert cfg.failure_countdown == (40 if game == "carracing" else 10)
     reward = TrajectoryReward(tracker_for(circle(), cfg), cfg)
     pts = reward.tracker.points
     reward.step(pts[200], False, 2)
-    far = pts[260] + np.array([0.0, cfg.max_stray + 1.0, 0.0])
+    assert stray is not None
+    far = pts[260] + np.array([0.0, stray + 1.0, 0.0])
     r, _ = reward.step(far, False, 2)
     assert r == 0.0 and reward.tracker.index == 200
+    near = pts[260] + np.array([0.0, stray - 1.0, 0.0])
+    r, _ = reward.step(near, False, 2)
+    assert r > 0.0 and reward.tracker.index == 260
 
 
 def test_backward_search_follows_a_car_backing_up() -> None:
-    cfg = RewardConfig()
+    cfg = TMRL_RULES
     reward = TrajectoryReward(tracker_for(circle(), cfg), cfg)
     pts = reward.tracker.points
     reward.step(pts[300], False, 2)
@@ -145,7 +157,7 @@ def test_backward_search_follows_a_car_backing_up() -> None:
 
 
 def test_failure_countdown() -> None:
-    cfg = RewardConfig()
+    cfg = TMRL_RULES
     reward = TrajectoryReward(tracker_for(circle(), cfg), cfg)
     start = reward.tracker.points[0]
     ends = [reward.step(start, False, 2)[1] for _ in range(cfg.min_steps + cfg.failure_countdown + 1)]
@@ -162,7 +174,7 @@ def test_failure_countdown() -> None:
 
 
 def test_carracing_scale_full_lap() -> None:
-    cfg = RewardConfig()
+    cfg = TMRL_RULES
     reward = CarRacingReward(tracker_for(circle(), cfg), cfg)
     pts = reward.tracker.points
     total, frames = 0.0, 0
@@ -176,7 +188,7 @@ def test_carracing_scale_full_lap() -> None:
 
 
 def test_carracing_scale_counts_progress_once() -> None:
-    cfg = RewardConfig()
+    cfg = TMRL_RULES
     reward = CarRacingReward(tracker_for(circle(), cfg), cfg)
     pts = reward.tracker.points
     first = reward.step(pts[400], False, 0)[0]

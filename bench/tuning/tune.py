@@ -5,7 +5,8 @@
 Trains the trainer's code (``Learner``: SAC / REDQ, replay ring, throttle) on track 0 with the given overrides
 of ``AlgorithmConfig`` / ``ModelConfig`` / ``TrainerConfig`` / ``EnvConfig`` and evaluates the deterministic
 policy every ``--eval-every`` steps on track 0 and on ``--unseen`` other tracks. One JSON line per evaluation
-goes to ``bench/tuning/results/NAME.jsonl``; the final actor to ``bench/tuning/results/NAME.safetensors``.
+goes to ``bench/tuning/results/NAME.jsonl``; the actor, at each evaluation, to
+``bench/tuning/results/NAME.safetensors``.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def main() -> None:
             log.write(json.dumps(line) + "\n")
             log.flush()
             print(args.name, json.dumps(line), flush=True)
-    save_actor(RESULTS / f"{args.name}.safetensors", learner.actor)
+            save_actor(RESULTS / f"{args.name}.safetensors", learner.actor)
     learner.close()
 
 

@@ -19,6 +19,10 @@ ExtraTelemetry = Literal["steer", "gas", "brake", "yaw_rate", "gear", "rpm"]
 # bottom 12 rows are the dashboard, which beams from 90 to 270 degrees starting at row 71 never reach.
 CARRACING_LIDAR_ORIGIN = (71, 48)
 CARRACING_LIDAR_START = 6
+# The built-in game's road is 2 x 6.67 units wide (CarRacing's TRACK_WIDTH): progress counts up to 10 units from
+# the recorded line, i.e. with the car on the road or touching its edge, as CarRacing's tiles count when touched.
+CARRACING_MAX_STRAY = 10.0
+CARRACING_FAILURE_COUNTDOWN = 40
 
 
 class LidarConfig(BaseModel):
@@ -128,8 +132,12 @@ class RewardConfig(BaseModel):
     check_backward: int = Field(
         default=10, ge=0, description="Backward search (when no progress) stops after this many points."
     )
-    max_stray: float = Field(
-        default=100.0, gt=0.0, description="Farther than this from the closest trajectory point: no progress."
+    max_stray: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Farther than this from the closest trajectory point: no progress. None = per game: 10 on "
+        "the built-in game (its road is 13.3 units wide: a car off the road earns nothing, like CarRacing's "
+        "tiles), 100 on TrackMania (TMRL's value).",
     )
     index_per_reward: float = Field(
         default=100.0, gt=0.0, description="'trajectory' mode: reward = indices gained / this."
@@ -137,8 +145,12 @@ class RewardConfig(BaseModel):
     min_steps: int = Field(
         default=70, ge=0, description="Steps after reset before steps without progress count as failures."
     )
-    failure_countdown: int = Field(
-        default=10, ge=0, description="More than this many steps in a row without progress ends the episode."
+    failure_countdown: int | None = Field(
+        default=None,
+        ge=0,
+        description="More than this many steps in a row without progress ends the episode. None = per game: "
+        "40 (2 s) on the built-in game, time to come back onto the road after running wide, as CarRacing "
+        "allows; 10 on TrackMania (TMRL's value).",
     )
     finish_bonus: float = Field(default=100.0, description="'trajectory' mode: reward added at the finish.")
     constant_penalty: float = Field(
@@ -203,6 +215,18 @@ def resolved_reward_mode(config: EnvConfig) -> Literal["trajectory", "carracing"
     if config.reward.mode != "auto":
         return config.reward.mode
     return "carracing" if config.game == "carracing" else "trajectory"
+
+
+def resolved_reward(config: EnvConfig) -> RewardConfig:
+    """The reward configuration with its per-game defaults (fields left at None) filled in."""
+    rc = config.reward
+    carracing = config.game == "carracing"
+    fill: dict[str, object] = {}
+    if rc.max_stray is None:
+        fill["max_stray"] = CARRACING_MAX_STRAY if carracing else 100.0
+    if rc.failure_countdown is None:
+        fill["failure_countdown"] = CARRACING_FAILURE_COUNTDOWN if carracing else 10
+    return rc.model_copy(update=fill) if fill else rc
 
 
 def resolved_speed_scale(config: EnvConfig) -> float:

@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from tmrl.envs.config import EnvConfig, RewardConfig, resolved_reward_mode
+from tmrl.envs.config import EnvConfig, RewardConfig, resolved_reward, resolved_reward_mode
 from tmrl.errors import RewardError
 
 FORMAT = "tmrl-reward-trajectory"
@@ -216,6 +216,12 @@ class _FailureCounter:
     steps: int = 0
     misses: int = 0
 
+    @classmethod
+    def of(cls, config: RewardConfig) -> _FailureCounter:
+        if config.failure_countdown is None:
+            raise ValueError("the reward config has per-game defaults left to resolve: use resolved_reward()")
+        return cls(config.min_steps, config.failure_countdown)
+
     def reset(self) -> None:
         self.steps = self.misses = 0
 
@@ -239,7 +245,7 @@ class TrajectoryReward:
     failure: _FailureCounter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.failure = _FailureCounter(self.config.min_steps, self.config.failure_countdown)
+        self.failure = _FailureCounter.of(self.config)
 
     def reset(self) -> None:
         self.tracker.reset()
@@ -267,7 +273,7 @@ class CarRacingReward:
     high: int = 0
 
     def __post_init__(self) -> None:
-        self.failure = _FailureCounter(self.config.min_steps, self.config.failure_countdown)
+        self.failure = _FailureCounter.of(self.config)
 
     def reset(self) -> None:
         self.tracker.reset()
@@ -292,7 +298,7 @@ def make_reward(config: EnvConfig, *, track_seed: int | None = None) -> Trajecto
     """Load the configured trajectory and build the reward of the configured mode.
 
     ``track_seed`` (built-in game) must match the seed the trajectory was recorded on."""
-    rc = config.reward
+    rc = resolved_reward(config)
     traj = load_trajectory(rc.path, config.game)
     if track_seed is not None and traj.track_seed is not None and traj.track_seed != track_seed:
         raise RewardError(
