@@ -18,7 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from tmrl.envs.config import EnvConfig, resolved_reward_mode
+from tmrl.envs.config import EnvConfig, resolved_reward, resolved_reward_mode
 from tmrl.envs.observations import ObservationBuilder, action_space, dict_space, observation_spec
 from tmrl.envs.reward import CarRacingReward, ProgressTracker, Trajectory, TrajectoryReward
 from tmrl.spaces import ObservationSpec
@@ -53,7 +53,7 @@ class ProxyEnv(gym.Env):
         self.sims = {}
         self.rewards = {}
         self._renderers = {}
-        rc = config.reward
+        rc = resolved_reward(config)
         for s in self.seeds:
             sim = RaceSim(s)
             self.sims[s] = sim
