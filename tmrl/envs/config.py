@@ -22,7 +22,6 @@ CARRACING_LIDAR_START = 6
 # The built-in game's road is 2 x 6.67 units wide (CarRacing's TRACK_WIDTH): progress counts up to 10 units from
 # the recorded line, i.e. with the car on the road or touching its edge, as CarRacing's tiles count when touched.
 CARRACING_MAX_STRAY = 10.0
-CARRACING_FAILURE_COUNTDOWN = 40
 
 
 class LidarConfig(BaseModel):
@@ -145,12 +144,8 @@ class RewardConfig(BaseModel):
     min_steps: int = Field(
         default=70, ge=0, description="Steps after reset before steps without progress count as failures."
     )
-    failure_countdown: int | None = Field(
-        default=None,
-        ge=0,
-        description="More than this many steps in a row without progress ends the episode. None = per game: "
-        "40 (2 s) on the built-in game, time to come back onto the road after running wide, as CarRacing "
-        "allows; 10 on TrackMania (TMRL's value).",
+    failure_countdown: int = Field(
+        default=10, ge=0, description="More than this many steps in a row without progress ends the episode."
     )
     finish_bonus: float = Field(default=100.0, description="'trajectory' mode: reward added at the finish.")
     constant_penalty: float = Field(
@@ -224,8 +219,6 @@ def resolved_reward(config: EnvConfig) -> RewardConfig:
     fill: dict[str, object] = {}
     if rc.max_stray is None:
         fill["max_stray"] = CARRACING_MAX_STRAY if carracing else 100.0
-    if rc.failure_countdown is None:
-        fill["failure_countdown"] = CARRACING_FAILURE_COUNTDOWN if carracing else 10
     return rc.model_copy(update=fill) if fill else rc
 
 

@@ -216,12 +216,6 @@ class _FailureCounter:
     steps: int = 0
     misses: int = 0
 
-    @classmethod
-    def of(cls, config: RewardConfig) -> _FailureCounter:
-        if config.failure_countdown is None:
-            raise ValueError("the reward config has per-game defaults left to resolve: use resolved_reward()")
-        return cls(config.min_steps, config.failure_countdown)
-
     def reset(self) -> None:
         self.steps = self.misses = 0
 
@@ -245,7 +239,7 @@ class TrajectoryReward:
     failure: _FailureCounter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.failure = _FailureCounter.of(self.config)
+        self.failure = _FailureCounter(self.config.min_steps, self.config.failure_countdown)
 
     def reset(self) -> None:
         self.tracker.reset()
@@ -273,7 +267,7 @@ class CarRacingReward:
     high: int = 0
 
     def __post_init__(self) -> None:
-        self.failure = _FailureCounter.of(self.config)
+        self.failure = _FailureCounter(self.config.min_steps, self.config.failure_countdown)
 
     def reset(self) -> None:
         self.tracker.reset()
