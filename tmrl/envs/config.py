@@ -213,13 +213,11 @@ def resolved_reward_mode(config: EnvConfig) -> Literal["trajectory", "carracing"
 
 
 def resolved_reward(config: EnvConfig) -> RewardConfig:
-    """The reward configuration with its per-game defaults (fields left at None) filled in."""
+    """The reward configuration with its per-game default (``max_stray`` left at None) filled in."""
     rc = config.reward
-    carracing = config.game == "carracing"
-    fill: dict[str, object] = {}
-    if rc.max_stray is None:
-        fill["max_stray"] = CARRACING_MAX_STRAY if carracing else 100.0
-    return rc.model_copy(update=fill) if fill else rc
+    if rc.max_stray is not None:
+        return rc
+    return rc.model_copy(update={"max_stray": CARRACING_MAX_STRAY if config.game == "carracing" else 100.0})
 
 
 def resolved_speed_scale(config: EnvConfig) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -59,9 +60,9 @@ _DESC_LIMITS: dict[str, int] = dict(
 
 
 _EncLayout = tuple[bytes, tuple[bytes, ...]]  # (u32 A + layout bytes, padding before each array)
-_ENC_LAYOUTS: dict[tuple[Any, ...], _EncLayout] = {}  # by (name, dtype, shape) of every array (bounded)
 
 
+@lru_cache(maxsize=_MAX_LAYOUTS)  # by (name, dtype, shape) of every array
 def _enc_layout(key: tuple[Any, ...]) -> _EncLayout:
     specs: list[list[Any]] = []
     pads: list[bytes] = []
@@ -93,14 +94,7 @@ def encode_parts(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> l
             raise ProtocolError(f"array name {name!r} is not a string")
         arrs.append(a)
         key.append((name, a.dtype, a.shape))
-    k = tuple(key)
-    cached = _ENC_LAYOUTS.get(k)
-    if cached is None:
-        cached = _enc_layout(k)
-        if len(_ENC_LAYOUTS) >= _MAX_LAYOUTS:
-            _ENC_LAYOUTS.pop(next(iter(_ENC_LAYOUTS)))
-        _ENC_LAYOUTS[k] = cached
-    layout, pads = cached
+    layout, pads = _enc_layout(tuple(key))
     try:
         meta_b = pack(dict(meta))
     except (TypeError, ValueError, OverflowError) as exc:
@@ -139,9 +133,11 @@ def encode_arrays(
 
 
 _Layout = list[tuple[str, np.dtype, tuple[int, ...], int, int]]
-_LAYOUTS: dict[bytes, tuple[_Layout, int]] = {}  # validated layouts by their exact bytes (small, bounded)
 
 
+@lru_cache(
+    maxsize=_MAX_LAYOUTS
+)  # validated layouts by their exact bytes; invalid ones raise and are not kept
 def _parse_layout(raw: bytes) -> tuple[_Layout, int]:
     specs = unpack(raw, limits=_DESC_LIMITS, max_depth=3)
     if type(specs) is not list:
@@ -186,14 +182,7 @@ def decode_arrays(
     (alen,) = _LEN.unpack_from(view)
     if alen > size - 8:
         raise ProtocolError("array layout overruns the body")
-    raw = bytes(view[4 : 4 + alen])
-    cached = _LAYOUTS.get(raw)
-    if cached is None:
-        cached = _parse_layout(raw)
-        if len(_LAYOUTS) >= _MAX_LAYOUTS:
-            _LAYOUTS.pop(next(iter(_LAYOUTS)))
-        _LAYOUTS[raw] = cached
-    layout, end = cached
+    layout, end = _parse_layout(bytes(view[4 : 4 + alen]))
     (mlen,) = _LEN.unpack_from(view, 4 + alen)
     meta_end = 8 + alen + mlen
     start = _aligned(meta_end)
