@@ -389,6 +389,17 @@ def test_continuous_rendering() -> None:
         g.close()
 
 
+def test_continuous_rendering_keeps_pace_with_the_physics(game: CarRacingGame) -> None:
+    """At the default cap (50 Hz = the physics rate) every tick renders a frame, however late it wakes up."""
+    header = game._state.header
+    t0, f0 = int(header[S.H_TICKS]), int(header[S.H_FRAME_COUNT])
+    while int(header[S.H_TICKS]) < t0 + 40:
+        time.sleep(0.02)
+    t1, f1 = int(header[S.H_TICKS]), int(header[S.H_FRAME_COUNT])
+    # a read can fall between a tick and its render
+    assert f1 - f0 >= (t1 - t0) - 2, f"{f1 - f0} frames rendered for {t1 - t0} ticks"
+
+
 def test_on_demand_rendering() -> None:
     g = open_game(CarRacingConfig(seed=3, render_mode="on_demand", max_render_hz=1000.0))
     assert isinstance(g, CarRacingGame)
