@@ -5,9 +5,11 @@ renders it with the same ``Renderer`` in this process, builds observations with 
 ``ObservationBuilder`` (the same LIDAR through ``tmrl._core.Lidar``, speed, extra telemetry, rtgym's action
 buffer) and rewards with the env's ``CarRacingReward`` on a trajectory made of the track's centre line. Only
 the clock differs: instead of 20 Hz of wall time, each step advances the physics by the frames a 0.05 s time
-step spans at 50 frames/s (2.5 on average; the observation is taken 2 frames after the action, as rtgym
-captures it at 0.04 s), as fast as the machine allows. No jitter, no lost time steps: results on it are an
-upper bound of what real time gives.
+step spans at 50 frames/s (2 or 3, 2.5 on average), as fast as the machine allows. The timing is rtgym's:
+``step(a)`` returns the observation captured 0.04 s (2 frames) into the time step under way, which applies the
+previous action, and ``a`` is applied during the next time step. An action therefore acts on the game about
+one time step after the observation it was computed from (measured in real time: the game's steering
+telemetry at the observation returned by ``step(a_t)`` is ``a_{t-1}``). No jitter, no lost time steps.
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ class ProxyEnv(gym.Env):
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, config: EnvConfig, seeds: int | list[int] = 0, *, supersample: int = 2) -> None:
+    def __init__(
+        self,
+        config: EnvConfig,
+        seeds: int | list[int] = 0,
+        *,
+        supersample: int = 2,
+        jitter_seed: int | None = None,
+    ) -> None:
         from tmrl.games.carracing.sim import RaceSim, Renderer
 
         self.config = config
@@ -74,6 +83,10 @@ class ProxyEnv(gym.Env):
         self._ticked = 0
         self._obs_tick = 0
         self._action = np.zeros(3, np.float32)
+        # Real time starts each episode at an arbitrary phase of the game's clock: with a jitter seed, every reset
+        # starts the 2/3-frame alternation at either end (without, one episode is one fixed trajectory).
+        self._jitter = np.random.default_rng(jitter_seed) if jitter_seed is not None else None
+        self._phase = 0.0
 
     @property
     def sim(self):
@@ -111,17 +124,20 @@ class ProxyEnv(gym.Env):
         self._clock = 0.0
         self._ticked = 0
         self._obs_tick = 0
+        self._phase = 0.0
+        if options and "phase" in options:  # 0 or 0.5: where the 2/3-frame alternation starts
+            self._phase = float(options["phase"])
+        elif self._jitter is not None:
+            self._phase = 0.5 * int(self._jitter.integers(0, 2))
         frame = self._renderers[self.seed].render()
         return self._obs(self.builder.reset(frame, self.sim.telemetry(), 0.0)), {}
 
     def step(self, action):
+        """rtgym's timing: ``step(a)`` finishes the time step under way (it applies the previous action), returns
+        the observation captured 2 frames into it, and applies ``a`` during the next time step."""
         a = np.clip(np.asarray(action, np.float32).reshape(3), -1.0, 1.0)
-        # frames still owed to the previous time step run with the previous action
-        start = self.steps * self.frames_per_step
-        self._tick(int(round(start)) - self._ticked)
-        self._action = a
-        self.act_buf.append(a.copy())
-        self.steps += 1
+        k = self.steps
+        self._tick(int(round(k * self.frames_per_step + self._phase)) - self._ticked)
         tel = self._tick(self.capture_frames)
         frame = self._renderers[self.seed].render()
         pos = np.array((tel.x, tel.y, tel.z))
@@ -130,10 +146,15 @@ class ProxyEnv(gym.Env):
         reward, terminated = self.reward.step(pos, finished, elapsed)
         tracker = self.reward.tracker
         progress = tracker.index / max(1, tracker.last_index)
-        obs = self._obs(self.builder.build(frame, tel, progress))
+        parts = self.builder.build(frame, tel, progress)
+        # the rest of the time step, still under the previous action; then ``a`` takes over
+        self._tick(int(round((k + 1) * self.frames_per_step + self._phase)) - self._ticked)
+        self._action = a
+        self.act_buf.append(a.copy())
+        self.steps += 1
         truncated = self.steps >= self.config.rtgym.ep_max_length and not terminated
         return (
-            obs,
+            self._obs(parts),
             float(reward),
             bool(terminated),
             bool(truncated),

@@ -28,18 +28,28 @@ from tmrl.rl.transitions import TransitionRecorder
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def evaluate(actor, env: ProxyEnv, tracks: list[int]) -> list[dict]:
+def evaluate(actor, env: ProxyEnv, tracks: list[int], phases: tuple[float, ...] = (0.0, 0.5)) -> list[dict]:
+    """Deterministic episodes on each track, one per clock phase; ``return`` is their mean."""
     out = []
     for t in tracks:
-        obs, _ = env.reset(options={"track": t})
-        ret, steps, done, info = 0.0, 0, False, {}
-        while not done:
-            obs, r, term, trunc, info = env.step(actor.act(obs, deterministic=True))
-            ret += r
-            steps += 1
-            done = term or trunc
+        runs = []
+        for phase in phases:
+            obs, _ = env.reset(options={"track": t, "phase": phase})
+            ret, steps, done, info = 0.0, 0, False, {}
+            while not done:
+                obs, r, term, trunc, info = env.step(actor.act(obs, deterministic=True))
+                ret += r
+                steps += 1
+                done = term or trunc
+            runs.append((ret, steps, info["progress"]))
         out.append(
-            {"track": t, "return": round(ret, 1), "steps": steps, "progress": round(info["progress"], 3)}
+            {
+                "track": t,
+                "return": round(float(np.mean([r[0] for r in runs])), 1),
+                "returns": [round(r[0], 1) for r in runs],
+                "steps": [r[1] for r in runs],
+                "progress": [round(r[2], 3) for r in runs],
+            }
         )
     return out
 
@@ -63,7 +73,7 @@ def main() -> None:
         trainer=TrainerConfig.model_validate({"threads": 1, **json.loads(args.trainer)}),
     )
     train_tracks = [int(s) for s in args.train_tracks.split(",")]
-    env = ProxyEnv(env_cfg, train_tracks)
+    env = ProxyEnv(env_cfg, train_tracks, jitter_seed=rl.trainer.seed)
     eval_env = ProxyEnv(env_cfg, [0] + [100 + i for i in range(args.unseen)])
     learner = Learner(env.spec_, rl, None)
     RESULTS.mkdir(exist_ok=True)
