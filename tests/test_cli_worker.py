@@ -104,3 +104,40 @@ def test_worker_batches_reach_the_trainer_side(tmp_path: Path) -> None:
         assert arrays["obs.lidar"].shape == (meta["n"], 19) and arrays["action"].shape == (meta["n"], 3)
     status = tmp_path / "runs" / "default" / "status" / "worker-w7.json"
     assert status.is_file()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("train_on_test", [True, False])
+def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_test: bool) -> None:
+    write_track_reward(tmp_path)
+    config = load_config(
+        data_dir=tmp_path,
+        environ={},
+        overrides=[
+            "env.rtgym.ep_max_length=20",
+            "worker.max_episodes=2",
+            "worker.test_every=1",
+            f"worker.train_on_test={str(train_on_test).lower()}",
+            "relay.flush_steps=8",
+        ],
+    )
+    actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
+    with RelayThread(RelayConfig(port=0)) as relay:
+        config = config.model_copy(
+            update={"relay": config.relay.model_copy(update={"port": relay.config.port})}
+        )
+        trainer = TrainerClient(config.relay)
+        try:
+            trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
+            stats = RolloutWorker(config, "w8").run()
+            assert stats.episodes == 2 and stats.test_episodes == 1 and stats.steps == 60
+            rows, episodes = 0, []
+            deadline = time.monotonic() + 30
+            while (rows < stats.samples or len(episodes) < 3) and time.monotonic() < deadline:
+                for meta, _ in trainer.poll_batches(64, 0.5):
+                    rows += meta["n"]
+                    episodes += meta["episodes"]
+        finally:
+            trainer.close()
+    assert [e["test"] for e in episodes] == [False, True, False]  # every episode is reported
+    assert rows == stats.samples == (63 if train_on_test else 42)  # 21 rows per recorded episode

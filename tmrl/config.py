@@ -76,8 +76,13 @@ class WorkerConfig(BaseModel):
     test_every: int = Field(
         5,
         ge=0,
-        description="Run a test episode (deterministic policy, not used for training) every this many training "
-        "episodes; 0 disables test episodes.",
+        description="Run a test episode (deterministic policy) every this many training episodes; 0 disables "
+        "test episodes.",
+    )
+    train_on_test: bool = Field(
+        True,
+        description="Stream test episodes' samples to the trainer too (they are valid off-policy transitions and "
+        "a sixth of the time steps at test_every = 5); their returns are still reported as test returns.",
     )
     random_until_weights: bool = Field(
         True, description="Act uniformly at random until the first weights arrive (warm-up exploration)."

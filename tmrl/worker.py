@@ -6,7 +6,8 @@ steps / ``relay.flush_seconds`` seconds / episode end hand the rows to the ``Wor
 its own thread. New weights are decoded by the client off this thread; the worker swaps them in between two steps
 (``load_state_dict`` into the existing actor, no new module). Until the first weights arrive the worker acts
 uniformly at random (warm-up exploration). Every ``worker.test_every`` training episodes it drives one test
-episode with the deterministic policy; test episodes are not used for training, their return is reported.
+episode with the deterministic policy; its return is reported as a test return, and its samples are streamed
+for training too unless ``worker.train_on_test`` is off.
 
 Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, timeouts) and in
 ``<run dir>/status/worker-<id>.json`` (read by the live view of ``tmrl run``). Time-step timeouts are rtgym's
@@ -220,12 +221,13 @@ class RolloutWorker:
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def run_episode(self, env: Any, recorder: Any, policy: Policy, stop: threading.Event, test: bool) -> None:
-        """One episode; training episodes are recorded and streamed, test episodes only reported."""
+        """One episode, recorded and streamed (a test episode only when ``worker.train_on_test``)."""
         flush_steps = self.config.relay.flush_steps
         flush_s = self.config.relay.flush_seconds
         timeouts_before = self._timeouts.count
+        record = not test or self.config.worker.train_on_test
         obs, _ = env.reset()
-        if not test:
+        if record:
             recorder.reset(obs)
         ret, length, terminated, truncated, info = 0.0, 0, False, False, {}
         while not stop.is_set():
@@ -235,7 +237,7 @@ class RolloutWorker:
             ret += reward
             length += 1
             self.stats.steps += 1
-            if not test:
+            if record:
                 recorder.step(action, reward, terminated, truncated, obs)
                 if len(recorder) >= flush_steps or time.monotonic() - self._last_flush >= flush_s:
                     self._flush(recorder, policy)
@@ -246,7 +248,7 @@ class RolloutWorker:
         self.stats.timeouts = self._timeouts.count
         if not (terminated or truncated):
             # Stopped mid-episode: send what is complete; the open episode is cut there.
-            if not test:
+            if record:
                 self._flush(recorder, policy)
             return
         episode = {
@@ -264,10 +266,11 @@ class RolloutWorker:
             self.stats.test_episodes += 1
             self.stats.last_test_return = ret
         else:
-            recorder.pop_episodes()
             self.stats.episodes += 1
             self.stats.last_return = ret
             self.stats.recent_returns.append(ret)
+        if record:
+            recorder.pop_episodes()
             self._flush(recorder, policy)
         self._write_status(force=True)
 
