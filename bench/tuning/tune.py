@@ -68,7 +68,10 @@ def main() -> None:
     p.add_argument("--unseen", type=int, default=2)
     p.add_argument("--train-tracks", default="0")
     p.add_argument(
-        "--ema", type=float, default=None, help="also evaluate an exponential average of the actor (e.g. 0.999)"
+        "--ema",
+        type=float,
+        default=None,
+        help="also evaluate an exponential average of the actor (e.g. 0.999)",
     )
     args = p.parse_args()
     env_cfg = EnvConfig.model_validate(json.loads(args.env))
