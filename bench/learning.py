@@ -57,6 +57,7 @@ TMRL_DEFAULTS = {
     "trainer.warmup_steps": "1000",
     "trainer.max_updates_per_step": "4.0",
     "trainer.publish_every": "200",
+    "worker.train_on_test": "false",
 }
 # Image observations (64x64 grayscale x 4, speed, gear, rpm) with the defaults otherwise.
 IMAGES = {"env.observation": '"images"'}
@@ -67,7 +68,7 @@ VARIANTS = {
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
 }
 LABELS = {
-    "ours": "tmrl defaults (tuned)",
+    "ours": "tmrl defaults (TMRL's SAC, weights every 100 updates, test episodes trained on)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",
