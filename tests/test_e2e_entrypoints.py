@@ -86,7 +86,9 @@ def test_three_entry_points_with_secret_and_tls(tmp_path: Path) -> None:
         server = start("tmrl-server", server_env, "--port", str(port), log=tmp_path / "server.log")
         procs.append(server)
         wait_port(port, server)
-        procs.append(start("tmrl-trainer", env, "--port", str(port), log=tmp_path / "trainer.log"))
+        # One update per sample: the default cap (4) keeps a core busy, which slows the other processes here.
+        light = ("--set", "trainer.max_updates_per_step=1")
+        procs.append(start("tmrl-trainer", env, "--port", str(port), *light, log=tmp_path / "trainer.log"))
         procs.append(
             start("tmrl-worker", env, "--port", str(port), "--id", "w1", log=tmp_path / "worker.log")
         )
