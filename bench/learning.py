@@ -398,7 +398,7 @@ def plot(doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
     colors = {
         "ours": "tab:blue",
         "tmrl": "tab:orange",
@@ -435,11 +435,12 @@ def plot(doc: dict, path: Path) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("return (CarRacing scale)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2)  # below the plots, covering no curve
     fig.suptitle(
         "Built-in game, real time 20 Hz, one worker, CPU (2 cores); LIDAR unless the label says images"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
