@@ -132,6 +132,7 @@ def _proxy_return(actor, env_config, seeds: list[int]) -> list[float]:
 
 def _realtime_returns(actor, env_config, seed: int, reward_path: Path, episodes: int) -> list[dict]:
     """Deterministic episodes in real time on the built-in game with track ``seed``."""
+    from bench.tuning.tune import drive
     from tmrl.envs import make_env
     from tmrl.games.config import CarRacingConfig
 
@@ -142,13 +143,7 @@ def _realtime_returns(actor, env_config, seed: int, reward_path: Path, episodes:
         for _ in range(episodes):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                obs, _ = env.reset()
-                ret, steps, done, info = 0.0, 0, False, {}
-                while not done:
-                    obs, r, term, trunc, info = env.step(actor.act(obs, deterministic=True))
-                    ret += r
-                    steps += 1
-                    done = term or trunc
+                ret, steps, info = drive(actor, env)
             n_timeouts = sum("timed out" in str(w.message) for w in caught)
             out.append(
                 {

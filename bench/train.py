@@ -59,7 +59,7 @@ def synthetic_rows(spec: ObservationSpec, n: int, episode: int = 1000) -> dict[s
 def ours(spec: ObservationSpec, seconds: float, threads: int) -> float:
     config = RLConfig(
         algorithm=preset("tmrl-sac"),
-        model=ModelConfig(hidden=(256, 256)),  # TMRL's sizes (our tuned default is smaller)
+        model=ModelConfig(hidden=(256, 256)),  # TMRL's sizes (also our default)
         trainer=TrainerConfig(batch_size=256, replay_capacity=100_000, warmup_steps=0, threads=threads),
     )
     with tempfile.TemporaryDirectory() as tmp:

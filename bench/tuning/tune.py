@@ -30,19 +30,25 @@ from tmrl.rl.transitions import TransitionRecorder
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def drive(actor, env, **reset_kwargs) -> tuple[float, int, dict]:
+    """One episode with the deterministic policy: (return, steps, last info)."""
+    obs, _ = env.reset(**reset_kwargs)
+    ret, steps, done, info = 0.0, 0, False, {}
+    while not done:
+        obs, r, term, trunc, info = env.step(actor.act(obs, deterministic=True))
+        ret += r
+        steps += 1
+        done = term or trunc
+    return ret, steps, info
+
+
 def evaluate(actor, env: ProxyEnv, tracks: list[int], phases: tuple[float, ...] = (0.0, 0.5)) -> list[dict]:
     """Deterministic episodes on each track, one per clock phase; ``return`` is their mean."""
     out = []
     for t in tracks:
         runs = []
         for phase in phases:
-            obs, _ = env.reset(options={"track": t, "phase": phase})
-            ret, steps, done, info = 0.0, 0, False, {}
-            while not done:
-                obs, r, term, trunc, info = env.step(actor.act(obs, deterministic=True))
-                ret += r
-                steps += 1
-                done = term or trunc
+            ret, steps, info = drive(actor, env, options={"track": t, "phase": phase})
             runs.append((ret, steps, info["progress"]))
         out.append(
             {

@@ -101,17 +101,7 @@ class RLConfig(_Strict):
 
 PRESETS: dict[str, AlgorithmConfig] = {
     # TMRL 0.7.1's defaults (DESIGN.md section 2).
-    "tmrl-sac": AlgorithmConfig(
-        lr_actor=1e-5,
-        lr_critic=5e-5,
-        lr_entropy=3e-4,
-        betas=(0.997, 0.997),
-        gamma=0.995,
-        polyak=0.995,
-        alpha=0.01,
-        learn_entropy=False,
-        target_entropy=-0.5,
-    ),
+    "tmrl-sac": AlgorithmConfig(),  # the defaults are TMRL's
     # Usual SAC settings (CleanRL / SB3 style): fast learning on small synchronous continuous-control problems.
     "fast-sac": AlgorithmConfig(
         lr_actor=1e-3,
@@ -124,20 +114,10 @@ PRESETS: dict[str, AlgorithmConfig] = {
         learn_entropy=True,
         target_entropy=None,
     ),
-    # The defaults of session 2 (docs/learning.md), tuned on a proxy without rtgym's action delay.
-    "proxy-sac": AlgorithmConfig(
-        lr_actor=1e-3,
-        lr_critic=1e-3,
-        lr_entropy=1e-3,
-        betas=(0.9, 0.999),
-        gamma=0.99,
-        polyak=0.995,
-        alpha=0.1,
-        learn_entropy=True,
-        target_entropy=None,
-    ),
 }
 PRESETS["tmrl-redq"] = PRESETS["tmrl-sac"].model_copy(update={"name": "redq"})
+# The defaults of session 2 (docs/learning.md), tuned on a proxy without rtgym's action delay.
+PRESETS["proxy-sac"] = PRESETS["fast-sac"].model_copy(update={"alpha": 0.1})
 
 
 def preset(name: str, **overrides: object) -> AlgorithmConfig:
