@@ -68,7 +68,7 @@ VARIANTS = {
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
 }
 LABELS = {
-    "ours": "tmrl defaults (TMRL's SAC, weights every 100 updates, test episodes trained on)",
+    "ours": "tmrl defaults (TMRL's SAC with batch 128, weights every 100 updates, test episodes trained on)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",

@@ -54,15 +54,15 @@ def test_every_section_is_in_the_file(tmp_path: Path) -> None:
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
     _load(tmp_path)
     path = tmp_path / CONFIG_FILE_NAME
-    path.write_text(path.read_text().replace("batch_size = 256", "batch_size = 64"))
+    path.write_text(path.read_text().replace("batch_size = 128", "batch_size = 64"))
     assert _load(tmp_path).trainer.batch_size == 64
     env = {
-        "TMRL_TRAINER__BATCH_SIZE": "128",
+        "TMRL_TRAINER__BATCH_SIZE": "96",
         "TMRL_RUN__WORKERS": "3",
         "TMRL_ENV__REWARD__MODE": "trajectory",
     }
     config = _load(tmp_path, environ=env)
-    assert (config.trainer.batch_size, config.run.workers, config.env.reward.mode) == (128, 3, "trajectory")
+    assert (config.trainer.batch_size, config.run.workers, config.env.reward.mode) == (96, 3, "trajectory")
     config = _load(tmp_path, environ=env, overrides=["trainer.batch_size=32", "env.lidar.origin=[60, 40]"])
     assert config.trainer.batch_size == 32
     assert config.env.lidar.origin == (60, 40)
