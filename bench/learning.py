@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import RESULTS, ROOT, Figure, absolute, write_results
+from tmrl.rl.config import TrainerConfig
 
 NAME = "learning"
 TRAIN_SEED = 0
@@ -68,7 +69,8 @@ VARIANTS = {
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
 }
 LABELS = {
-    "ours": "tmrl defaults (TMRL's SAC with batch 128, weights every 100 updates, test episodes trained on)",
+    "ours": f"tmrl defaults (TMRL's SAC with batch {TrainerConfig().batch_size}, weights every "
+    f"{TrainerConfig().publish_every} updates, test episodes trained on)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",
