@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tmrl.envs.config import EnvConfig, RewardConfig, RtgymConfig
+from tmrl.envs.config import EnvConfig, RewardConfig, RtgymConfig, resolved_reward, resolved_rtgym
 from tmrl.envs.env import RealTimeEnv, make_env
 from tmrl.envs.observations import observation_spec
 from tmrl.envs.reward import Trajectory, save_trajectory
@@ -98,6 +98,42 @@ def test_truncation_at_step_limit(game, reward_file: Path, implementation: str) 
         env.close()
 
 
+def test_timing_defaults_per_game() -> None:
+    built_in, tm = resolved_rtgym(EnvConfig()), resolved_rtgym(EnvConfig(game="tm2020"))
+    # The built-in game: 25 Hz (2 physics frames a step), capture at the end of the step, 50 s episodes.
+    assert (built_in.time_step_s, built_in.start_obs_capture_s, built_in.ep_max_length) == (0.04, 0.04, 1250)
+    assert (tm.time_step_s, tm.start_obs_capture_s, tm.ep_max_length) == (0.05, 0.04, 1000)  # TMRL's
+    rules = {g: resolved_reward(EnvConfig(game=g)) for g in ("carracing", "tm2020")}
+    assert (rules["carracing"].min_steps, rules["carracing"].failure_countdown) == (88, 12)
+    assert (rules["tm2020"].min_steps, rules["tm2020"].failure_countdown) == (70, 10)
+    # Set values win; the built-in game's capture follows a changed time step to its end.
+    mine = resolved_rtgym(EnvConfig(rtgym=RtgymConfig(time_step_s=0.05, ep_max_length=7)))
+    assert (mine.time_step_s, mine.start_obs_capture_s, mine.ep_max_length) == (0.05, 0.05, 7)
+    mine = resolved_rtgym(EnvConfig(game="tm2020", rtgym=RtgymConfig(time_step_s=0.03)))
+    assert mine.start_obs_capture_s == 0.03
+    assert resolved_reward(EnvConfig(reward=RewardConfig(min_steps=0))).min_steps == 0
+
+
+def test_action_acts_one_time_step_after_its_observation(game, reward_file: Path) -> None:
+    """rtgym's timing at the defaults: ``step(a_t)`` returns an observation captured while ``a_{t-1}`` drives."""
+    env = RealTimeEnv(
+        env_config(reward_file, extra_telemetry=("steer",)), game, track_seed=SEED, owns_game=False
+    )
+    try:
+        env.reset()
+        ramp = [np.float32(round(-0.9 + 0.06 * i, 2)) for i in range(30)]
+        seen = []
+        for steer in ramp:
+            obs, _, terminated, truncated, _ = env.step(np.array([0.3, -1.0, steer], np.float32))
+            seen.append(float(obs["steer"][0]))
+            if terminated or truncated:
+                break
+        matches = sum(abs(s - a) < 1e-3 for s, a in zip(seen[1:], ramp, strict=False))
+        assert matches >= 0.9 * (len(seen) - 1), (seen, ramp)
+    finally:
+        env.close()
+
+
 def test_failure_countdown_terminates(game, reward_file: Path) -> None:
     cfg = env_config(
         reward_file,
@@ -115,7 +151,7 @@ def test_failure_countdown_terminates(game, reward_file: Path) -> None:
             obs, r, terminated, truncated, _ = env.step(np.zeros(3))  # standing still: no progress
             steps += 1
             assert env.observation_space.contains(obs)
-            if steps > 1:  # only CarRacing's frame penalty: 0.1 per physics frame (~2.5 a step)
+            if steps > 1:  # only CarRacing's frame penalty: 0.1 per physics frame (2 a step at 25 Hz)
                 frames = round(r / -0.1)
                 assert r == pytest.approx(-0.1 * frames) and 1 <= frames <= 10
         assert terminated and not truncated and steps == 2 + 3 + 1

@@ -359,6 +359,7 @@ def default_weights_path(config: TmrlConfig) -> Path:
 def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int:
     """``tmrl test``: drive ``episodes`` episodes with the deterministic policy; print returns and lap times."""
     from tmrl.envs import make_env
+    from tmrl.envs.config import resolved_rtgym
     from tmrl.rl.export import load_actor
 
     path = weights if weights is not None else default_weights_path(config)
@@ -367,7 +368,7 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
     actor = load_actor(path)
     stop = _stop_on_signals()
     env = make_env(config.env, config.game_config())
-    dt = config.env.rtgym.time_step_s
+    dt = resolved_rtgym(config.env).time_step_s
     results = []
     try:
         if actor.spec != env.observation_spec:

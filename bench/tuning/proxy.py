@@ -20,7 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from tmrl.envs.config import EnvConfig, resolved_reward, resolved_reward_mode
+from tmrl.envs.config import EnvConfig, resolved_reward, resolved_reward_mode, resolved_rtgym
 from tmrl.envs.observations import ObservationBuilder, action_space, dict_space, observation_spec
 from tmrl.envs.reward import CarRacingReward, ProgressTracker, Trajectory, TrajectoryReward
 from tmrl.spaces import ObservationSpec
@@ -73,9 +73,10 @@ class ProxyEnv(gym.Env):
             self.rewards[s] = (
                 CarRacingReward(tracker, rc) if mode == "carracing" else TrajectoryReward(tracker, rc)
             )
-        self.builder = ObservationBuilder(config, (96, 96, 3), "rgb", config.rtgym.time_step_s)
-        self.frames_per_step = config.rtgym.time_step_s * PHYSICS_HZ
-        self.capture_frames = int(config.rtgym.start_obs_capture_s * PHYSICS_HZ + 1e-9)
+        self.timing = resolved_rtgym(config)
+        self.builder = ObservationBuilder(config, (96, 96, 3), "rgb", self.timing.time_step_s)
+        self.frames_per_step = self.timing.time_step_s * PHYSICS_HZ
+        self.capture_frames = int(self.timing.start_obs_capture_s * PHYSICS_HZ + 1e-9)
         self.act_buf: deque[np.ndarray] = deque(maxlen=config.rtgym.act_buf_len)
         self.seed = self.seeds[0]
         self.steps = 0
@@ -152,7 +153,7 @@ class ProxyEnv(gym.Env):
         self._action = a
         self.act_buf.append(a.copy())
         self.steps += 1
-        truncated = self.steps >= self.config.rtgym.ep_max_length and not terminated
+        truncated = self.steps >= self.timing.ep_max_length and not terminated
         return (
             self._obs(parts),
             float(reward),

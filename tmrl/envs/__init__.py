@@ -18,7 +18,8 @@ Bring your own agent (a standard ``gymnasium.Env``, Dict observations, actions [
     finally:
         env.close()
 
-``step`` paces itself on the game's real-time clock (20 Hz by default): call it again within one time step.
+``step`` paces itself on the game's real-time clock (by default 25 Hz on the built-in game, 20 Hz on TrackMania):
+call it again within one time step.
 Names are imported lazily (``tmrl.envs.make_env`` loads rtgym and the game code only when first used).
 """
 

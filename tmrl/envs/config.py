@@ -22,6 +22,15 @@ CARRACING_LIDAR_START = 6
 # The built-in game's road is 2 x 6.67 units wide (CarRacing's TRACK_WIDTH): progress counts up to 10 units from
 # the recorded line, i.e. with the car on the road or touching its edge, as CarRacing's tiles count when touched.
 CARRACING_MAX_STRAY = 10.0
+# Per-game timing. TrackMania keeps TMRL's 20 Hz with capture 0.04 s into the step. The built-in game steps at 25 Hz
+# (exactly 2 of its 50 physics frames per step) and captures at the end of the step: rtgym applies an action one
+# time step after the observation it answers, so this cuts that delay from 60 to 40 ms (docs/learning.md, session
+# 5). Step-counted limits keep TMRL's durations: 50 s episodes, 3.5 s before failures count, 0.5 s without progress.
+CARRACING_TIME_STEP_S = 0.04
+FAILURE_DEFAULTS: dict[str, dict[str, int]] = {
+    "carracing": {"min_steps": 88, "failure_countdown": 12},
+    "tm2020": {"min_steps": 70, "failure_countdown": 10},
+}
 
 
 class LidarConfig(BaseModel):
@@ -79,14 +88,20 @@ class RtgymConfig(BaseModel):
         description="rtgym environment class; the '-ts' one runs every time step in one background thread "
         "(lower jitter under load than 'v1', which starts a thread per step).",
     )
-    time_step_s: float = Field(
-        default=0.05, gt=0.0, le=10.0, description="Nominal time-step duration (20 Hz)."
+    time_step_s: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=10.0,
+        description="Nominal time-step duration. None = per game: 0.04 s (25 Hz, 2 physics frames per step) on "
+        "the built-in game, 0.05 s (20 Hz, TMRL's) on TrackMania.",
     )
-    start_obs_capture_s: float = Field(
-        default=0.04,
+    start_obs_capture_s: float | None = Field(
+        default=None,
         ge=0.0,
         le=10.0,
-        description="Observation capture starts this long after the time step begins (<= time_step_s).",
+        description="Observation capture starts this long after the time step begins (<= time_step_s). None = "
+        "per game: the end of the time step on the built-in game (its capture is instantaneous, so the "
+        "observation is as fresh as rtgym allows), 0.04 s (TMRL's) on TrackMania.",
     )
     timeout_factor: float = Field(
         default=1.0,
@@ -94,8 +109,11 @@ class RtgymConfig(BaseModel):
         description="Elasticity: a step later than this many time steps breaks the clock (a 'timeout').",
     )
     act_buf_len: int = Field(default=2, ge=1, le=16, description="Past actions appended to the observation.")
-    ep_max_length: int = Field(
-        default=1000, ge=1, description="Steps after which an episode is truncated (not terminated)."
+    ep_max_length: int | None = Field(
+        default=None,
+        ge=1,
+        description="Steps after which an episode is truncated (not terminated). None = per game: 50 s of "
+        "time steps (1250 on the built-in game, TMRL's 1000 on TrackMania).",
     )
     wait_on_done: bool = Field(
         default=True, description="Pause the game (neutral controls) when an episode ends, until reset."
@@ -141,11 +159,17 @@ class RewardConfig(BaseModel):
     index_per_reward: float = Field(
         default=100.0, gt=0.0, description="'trajectory' mode: reward = indices gained / this."
     )
-    min_steps: int = Field(
-        default=70, ge=0, description="Steps after reset before steps without progress count as failures."
+    min_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="Steps after reset before steps without progress count as failures. None = per game: "
+        "3.5 s of time steps (88 on the built-in game, TMRL's 70 on TrackMania).",
     )
-    failure_countdown: int = Field(
-        default=10, ge=0, description="More than this many steps in a row without progress ends the episode."
+    failure_countdown: int | None = Field(
+        default=None,
+        ge=0,
+        description="More than this many steps in a row without progress ends the episode. None = per game: "
+        "0.5 s of time steps (12 on the built-in game, TMRL's 10 on TrackMania).",
     )
     finish_bonus: float = Field(default=100.0, description="'trajectory' mode: reward added at the finish.")
     constant_penalty: float = Field(
@@ -213,11 +237,29 @@ def resolved_reward_mode(config: EnvConfig) -> Literal["trajectory", "carracing"
 
 
 def resolved_reward(config: EnvConfig) -> RewardConfig:
-    """The reward configuration with its per-game default (``max_stray`` left at None) filled in."""
+    """The reward configuration with its per-game defaults (fields left at None) filled in."""
     rc = config.reward
-    if rc.max_stray is not None:
-        return rc
-    return rc.model_copy(update={"max_stray": CARRACING_MAX_STRAY if config.game == "carracing" else 100.0})
+    update: dict[str, float | int] = {}
+    if rc.max_stray is None:
+        update["max_stray"] = CARRACING_MAX_STRAY if config.game == "carracing" else 100.0
+    for name, value in FAILURE_DEFAULTS[config.game].items():
+        if getattr(rc, name) is None:
+            update[name] = value
+    return rc.model_copy(update=update) if update else rc
+
+
+def resolved_rtgym(config: EnvConfig) -> RtgymConfig:
+    """The timing configuration with its per-game defaults (fields left at None) filled in."""
+    rc = config.rtgym
+    carracing = config.game == "carracing"
+    step = rc.time_step_s if rc.time_step_s is not None else (CARRACING_TIME_STEP_S if carracing else 0.05)
+    capture = rc.start_obs_capture_s
+    if capture is None:
+        capture = step if carracing else min(0.04, step)
+    length = rc.ep_max_length if rc.ep_max_length is not None else (1250 if carracing else 1000)
+    return rc.model_copy(
+        update={"time_step_s": step, "start_obs_capture_s": capture, "ep_max_length": length}
+    )
 
 
 def resolved_speed_scale(config: EnvConfig) -> float:

@@ -16,7 +16,7 @@ from rtgym import DEFAULT_CONFIG_DICT
 from rtgym.envs.real_time_env import RealTimeEnv as _RtgymV1
 from rtgym.envs.real_time_env import RealTimeEnvTS as _RtgymTS
 
-from tmrl.envs.config import EnvConfig
+from tmrl.envs.config import EnvConfig, resolved_rtgym
 from tmrl.envs.interface import GameInterface, interface_class
 from tmrl.envs.observations import action_space, dict_space
 from tmrl.envs.priority import Priority, set_priority
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 def rtgym_config(config: EnvConfig, interface: Any) -> dict:
     """rtgym's configuration dict around an already built ``interface`` instance."""
-    rc = config.rtgym
+    rc = resolved_rtgym(config)
     cfg = dict(DEFAULT_CONFIG_DICT)
     cfg.update(
         {

@@ -14,7 +14,7 @@ import gymnasium.spaces as gspaces
 import numpy as np
 from rtgym import RealTimeGymInterface
 
-from tmrl.envs.config import EnvConfig, resolved_reset_settle
+from tmrl.envs.config import EnvConfig, resolved_reset_settle, resolved_rtgym
 from tmrl.envs.observations import ObservationBuilder, action_space, component_space
 from tmrl.envs.reward import CarRacingReward, TrajectoryReward
 from tmrl.errors import GameError, TmrlError
@@ -35,7 +35,7 @@ class GameInterface(RealTimeGymInterface):
         self.reward = reward
         frame = game.screen.grab()
         self.builder = ObservationBuilder(
-            config, frame.shape, game.screen.channel_order, config.rtgym.time_step_s
+            config, frame.shape, game.screen.channel_order, resolved_rtgym(config).time_step_s
         )
         self.spec = self.builder.spec
         self.error: BaseException | None = None
