@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import RESULTS, ROOT, Figure, absolute, write_results
+from tmrl.envs.config import EnvConfig, resolved_rtgym
 from tmrl.rl.config import TrainerConfig
 
 NAME = "learning"
@@ -59,6 +60,12 @@ TMRL_DEFAULTS = {
     "trainer.max_updates_per_step": "4.0",
     "trainer.publish_every": "200",
     "worker.train_on_test": "false",
+    # TMRL's timing (TrackMania's, 20 Hz, capture 0.04 s into the step) and its step-counted limits
+    "env.rtgym.time_step_s": "0.05",
+    "env.rtgym.start_obs_capture_s": "0.04",
+    "env.rtgym.ep_max_length": "1000",
+    "env.reward.min_steps": "70",
+    "env.reward.failure_countdown": "10",
 }
 # Image observations (64x64 grayscale x 4, speed, gear, rpm) with the defaults otherwise.
 IMAGES = {"env.observation": '"images"'}
@@ -70,8 +77,9 @@ VARIANTS = {
 }
 LABELS = {
     "ours": f"tmrl defaults (TMRL's SAC with batch {TrainerConfig().batch_size}, weights every "
-    f"{TrainerConfig().publish_every} updates, test episodes trained on)",
-    "tmrl": "TMRL 0.7.1 default SAC hyper-parameters",
+    f"{TrainerConfig().publish_every} updates, test episodes trained on, "
+    f"{1.0 / resolved_rtgym(EnvConfig()).time_step_s:.0f} Hz)",
+    "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",
 }
@@ -434,9 +442,7 @@ def plot(doc: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2)  # below the plots, covering no curve
-    fig.suptitle(
-        "Built-in game, real time 20 Hz, one worker, CPU (2 cores); LIDAR unless the label says images"
-    )
+    fig.suptitle("Built-in game in real time, one worker, CPU (2 cores); LIDAR unless the label says images")
     fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -17,7 +17,7 @@ from tmrl.games.config import CarRacingConfig
 from tmrl.rl.export import load_actor
 
 SEED = 0
-STEPS = 120  # 6 s of game time at 20 Hz
+STEPS = 150  # 6 s of game time at 25 Hz
 
 
 @pytest.fixture(scope="module")
