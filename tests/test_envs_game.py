@@ -199,6 +199,11 @@ def test_config_errors_before_any_game_starts(tmp_path: Path, reward_file: Path)
         make_env(env_config(reward_file), CarRacingConfig(seed=5))
     with pytest.raises(ConfigError, match="game 'carracing'.*'tm2020'"):
         make_env(env_config(reward_file), TM2020Config())
+    late = RtgymConfig(time_step_s=0.05, start_obs_capture_s=0.06)
+    with pytest.raises(
+        ConfigError, match=r"start_obs_capture_s = 0\.06 is later than the end of the time step"
+    ):
+        make_env(env_config(reward_file, rtgym=late))
 
 
 def test_respawn_timeout_is_a_game_error(game, tmp_path: Path) -> None:

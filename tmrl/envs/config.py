@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tmrl.errors import ConfigError
+
 GameName = Literal["carracing", "tm2020"]
 ObservationMode = Literal["lidar", "lidar_progress", "images"]
 ExtraTelemetry = Literal["steer", "gas", "brake", "yaw_rate", "gear", "rpm"]
@@ -256,6 +258,11 @@ def resolved_rtgym(config: EnvConfig) -> RtgymConfig:
     capture = rc.start_obs_capture_s
     if capture is None:
         capture = step if carracing else min(0.04, step)
+    if capture > step:
+        raise ConfigError(
+            f"env.rtgym.start_obs_capture_s = {capture} is later than the end of the time step "
+            f"(env.rtgym.time_step_s = {step}); use a value <= {step}"
+        )
     length = rc.ep_max_length if rc.ep_max_length is not None else (1250 if carracing else 1000)
     return rc.model_copy(
         update={"time_step_s": step, "start_obs_capture_s": capture, "ep_max_length": length}

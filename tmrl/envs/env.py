@@ -166,7 +166,8 @@ def make_env(config: EnvConfig, game_config: CarRacingConfig | TM2020Config | No
             f"{game_config.game!r}; make them agree"
         )
     track_seed = game_config.seed if isinstance(game_config, CarRacingConfig) else None
-    make_reward(config, track_seed=track_seed)  # check the reward file before starting a game process
+    resolved_rtgym(config)  # check the timing and the reward file before starting a game process
+    make_reward(config, track_seed=track_seed)
     game = open_game(game_config)
     try:
         return RealTimeEnv(config, game, track_seed=track_seed, owns_game=True)
