@@ -11,8 +11,9 @@
 - at the end the final actor drives, in real time, 5 episodes on the default track and one on each of
   ``--unseen`` tracks never used in training (seeds 1..N, reward on the track's centre line).
 
-``--variant tmrl`` does the same with TMRL 0.7.1's default SAC hyper-parameters (DESIGN.md section 2) in our
-pipeline (same env and observations). Each variant's results are merged into ``bench/results/learning.json``
+``--variant tmrl`` does the same with TMRL 0.7.1's default SAC hyper-parameters and timing (DESIGN.md section 2)
+in our pipeline (same env and observations). ``--trainer-seed N`` repeats a variant with another seed (results
+under ``<variant>-seedN``; the figures stay those of seed 0). Each variant's results are merged into ``bench/results/learning.json``
 (a run of one variant keeps the other's) and the curves of both are drawn into ``bench/results/learning.png``.
 ``--plot-only`` redraws the PNG and the figures from the JSON.
 """
@@ -175,7 +176,19 @@ def _realtime_returns(actor, env_config, seed: int, reward_path: Path, episodes:
 
 
 # ---------------------------------------------------------------------------------------------------- one run
-def run_variant(variant: str, minutes: float, unseen: int, data_dir: Path, final_episodes: int) -> dict:
+def variant_key(variant: str, seed: int) -> str:
+    """The variant's key in the JSON: its name, with ``-seed<N>`` for trainer seeds other than 0."""
+    return variant if seed == 0 else f"{variant}-seed{seed}"
+
+
+def overrides(variant: str, seed: int) -> dict[str, str]:
+    """``--set`` overrides of the variant, with the trainer seed when not 0."""
+    return {**VARIANTS[variant], **({"trainer.seed": str(seed)} if seed else {})}
+
+
+def run_variant(
+    variant: str, minutes: float, unseen: int, data_dir: Path, final_episodes: int, seed: int = 0
+) -> dict:
     from tmrl.config import load_config
     from tmrl.rl.export import load_actor
 
@@ -187,7 +200,7 @@ def run_variant(variant: str, minutes: float, unseen: int, data_dir: Path, final
         from tmrl.games.config import CarRacingConfig
 
         record_reward(CarRacingConfig(seed=TRAIN_SEED), reward)
-    sets = [f"{k}={v}" for k, v in VARIANTS[variant].items()]
+    sets = [f"{k}={v}" for k, v in overrides(variant, seed).items()]
     set_args = [a for s in sets for a in ("--set", s)]
     cmd = [
         *_tmrl_cmd(),
@@ -252,10 +265,10 @@ def run_variant(variant: str, minutes: float, unseen: int, data_dir: Path, final
         raise SystemExit(f"tmrl run did not start; see {data_dir / (run_name + '.log')}")
     state = {"t0": t0, "minutes_run": minutes_run, "checkpoints": checkpoints, "returncode": proc.returncode}
     (data_dir / f"{run_name}.json").write_text(json.dumps(state))
-    return finish_variant(variant, data_dir, unseen, final_episodes)
+    return finish_variant(variant, data_dir, unseen, final_episodes, seed)
 
 
-def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: int) -> dict:
+def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: int, seed: int = 0) -> dict:
     """Everything after ``tmrl run`` stopped: the curve from its metrics, the final real-time evaluation.
 
     Reads ``<data_dir>/bench-<variant>.json`` (start time, minutes run, checkpoint evaluations) written by
@@ -273,8 +286,8 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
     test, train = _read_metrics(run_dir, t0)
     status = _json(run_dir / "status" / "trainer.json")
     result: dict = {
-        "label": LABELS[variant],
-        "overrides": VARIANTS[variant],
+        "label": LABELS[variant] + (f", trainer seed {seed}" if seed else ""),
+        "overrides": overrides(variant, seed),
         "minutes_run": minutes_run,
         "samples": status.get("env_steps"),
         "updates": status.get("updates"),
@@ -289,7 +302,7 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
         result["note"] = state["note"]
     if actor_file.exists():
         actor = load_actor(actor_file)
-        keep = data_dir / f"final-actor-{variant}.safetensors"
+        keep = data_dir / f"final-actor-{variant_key(variant, seed)}.safetensors"
         shutil.copyfile(actor_file, keep)
         result["actor"] = str(keep)
         print("final actor, real time:", flush=True)
@@ -406,6 +419,7 @@ def plot(doc: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
     colors = {
         "ours": "tab:blue",
+        "ours-seed1": "tab:cyan",
         "tmrl": "tab:orange",
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",
@@ -474,6 +488,12 @@ def main() -> None:
     p.add_argument("--unseen", type=int, default=5, help="unseen tracks in the final real-time evaluation")
     p.add_argument("--final-episodes", type=int, default=5, help="final real-time episodes, default track")
     p.add_argument("--data-dir", type=Path, default=None, help="tmrl data directory (default: a temp dir)")
+    p.add_argument(
+        "--trainer-seed",
+        type=int,
+        default=0,
+        help="trainer.seed of the run; other than 0, the results go under '<variant>-seed<N>' in the JSON",
+    )
     p.add_argument("--plot-only", action="store_true", help="redraw figures and PNG from the JSON")
     p.add_argument(
         "--finish",
@@ -498,15 +518,15 @@ def main() -> None:
     if args.finish:
         if args.data_dir is None:
             raise SystemExit("--finish needs the --data-dir of the run")
-        doc["variants"][args.variant] = finish_variant(
-            args.variant, args.data_dir, args.unseen, args.final_episodes
+        doc["variants"][variant_key(args.variant, args.trainer_seed)] = finish_variant(
+            args.variant, args.data_dir, args.unseen, args.final_episodes, args.trainer_seed
         )
     elif not args.plot_only:
         data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix=f"tmrl-learning-{args.variant}-"))
         print(f"data directory (run, logs, final actor; kept): {data_dir}", flush=True)
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-        doc["variants"][args.variant] = run_variant(
-            args.variant, args.minutes, args.unseen, data_dir, args.final_episodes
+        doc["variants"][variant_key(args.variant, args.trainer_seed)] = run_variant(
+            args.variant, args.minutes, args.unseen, data_dir, args.final_episodes, args.trainer_seed
         )
     report(doc)
 
