@@ -8,18 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tmrl.errors import RunError
 from tmrl.net.client import TrainerClient, WorkerClient
 from tmrl.net.config import RelayConfig
 from tmrl.net.testing import RelayThread
 from tmrl.rl.config import AlgorithmConfig, ModelConfig, RLConfig, TrainerConfig
-from tmrl.rl.export import actor_from_arrays, load_actor
+from tmrl.rl.export import actor_from_arrays, load_actor, load_arrays
 from tmrl.rl.learner import CHECKPOINT_DIR
 from tmrl.rl.metrics import CSV_NAME, TB_DIR, plot_run, read_metrics
 from tmrl.rl.transitions import TransitionRecorder
 from tmrl.spaces import Component, ObservationSpec
-from tmrl.trainer import ACTOR_FILE, STATUS_FILE, Trainer
+from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE, STATUS_FILE, Trainer
 
 SPEC = ObservationSpec((Component("speed", (1,)), Component("lidar", (19,), history=4)), 3)
 FAST = dict(secret="test-secret-0123456789", backoff_initial=0.01, backoff_max=0.2, connect_timeout=2.0)
@@ -111,6 +112,51 @@ def test_trainer_learns_from_relayed_batches_publishes_and_checkpoints(tmp_path:
     assert [u for _, u, _ in series["losses/critic"]] == list(range(10, 101, 10))
     png = plot_run(run_dir, tmp_path / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trainer_keeps_the_actor_of_the_best_test_episode(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RelayThread(RelayConfig(port=0, **FAST)) as relay:  # type: ignore[arg-type]
+        worker = WorkerClient(relay.config, worker_id="w0")
+        client = TrainerClient(relay.config)
+        try:
+            assert worker.wait_connected(10)
+            trainer = Trainer(SPEC, rl_config(), client, run_dir)
+
+            def relay_episode(seed: int, version: int, ret: float, test: bool = True) -> None:
+                arrays, meta = episode_batch(seed, length=10)
+                meta["episodes"][0].update(test=test, policy_version=version, **{"return": ret})
+                worker.send_batch(arrays, meta)
+                deadline = time.monotonic() + 10
+                got: list = []
+                while not got and time.monotonic() < deadline:
+                    got = client.poll_batches(64, 0.1)
+                assert len(got) == 1
+                trainer.ingest(got)
+
+            v1 = trainer.publish()
+            with torch.no_grad():
+                for p in trainer.learner.actor.parameters():
+                    p.add_(1.0)  # version 2 differs from version 1
+            v2 = trainer.publish()
+            relay_episode(0, v2, 300.0)
+            best_arrays, best_meta = load_arrays(run_dir / BEST_ACTOR_FILE)
+            assert best_meta["weight_version"] == v2 and best_meta["best_test"]["return"] == 300.0
+            relay_episode(1, v1, 250.0)  # worse: the file keeps version 2
+            assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["weight_version"] == v2
+            relay_episode(2, v1, 500.0)  # better, and version 1 is still kept
+            arrays, meta = load_arrays(run_dir / BEST_ACTOR_FILE)
+            assert meta["weight_version"] == v1 and meta["best_test"]["return"] == 500.0
+            assert not all(np.array_equal(arrays[k], best_arrays[k]) for k in arrays)
+            assert actor_from_arrays(arrays, meta) is not None
+            relay_episode(3, v2, 10_000.0, test=False)  # training episodes never count
+            relay_episode(4, 999, 900.0)  # a version the trainer no longer holds: nothing saved
+            assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["weight_version"] == v1
+            assert trainer.learner.extra["best_test"]["weight_version"] == v1
+            trainer.learner.close()
+        finally:
+            worker.close()
+            client.close()
 
 
 def worker_arrays_and_meta(learner) -> tuple[dict, dict]:

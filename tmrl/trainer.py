@@ -8,6 +8,13 @@ exists) continues with the same counters, optimiser moments, entropy coefficient
 
 Worker batch meta understood here, besides the relay's ``worker_id`` / ``seq`` / ``n`` / ``policy_version``:
 ``episodes``, a list of ``{"return": float, "length": int, "test": bool}`` for episodes the batch completed.
+
+Keep the best: a test episode drives one weight version from start to end (the worker takes the latest weights
+when the test episode starts, not at every step as in training episodes) and reports it as ``policy_version``.
+The trainer keeps the most recent published actors (up to ``KEEP_BYTES``: about 370 of the default LIDAR actor)
+and, when a test episode's return beats every earlier one, writes that episode's actor to
+``weights/best-actor.safetensors`` with the return in its metadata. One episode is a noisy score: the file is the
+actor that drove the best test episode so far, not a proven better policy; ``tmrl test --weights`` drives it again.
 """
 
 from __future__ import annotations
@@ -17,12 +24,13 @@ import os
 import signal
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tmrl.rl.checkpoint import has_checkpoint
 from tmrl.rl.config import RLConfig
-from tmrl.rl.export import save_actor
+from tmrl.rl.export import save_actor, save_arrays
 from tmrl.rl.learner import CHECKPOINT_DIR, Learner
 from tmrl.spaces import ObservationSpec
 
@@ -31,6 +39,9 @@ if TYPE_CHECKING:
     from tmrl.net.client import TrainerClient
 
 ACTOR_FILE = "weights/actor.safetensors"
+BEST_ACTOR_FILE = "weights/best-actor.safetensors"
+# published actors kept for keep-the-best (a LIDAR test episode outlives about 30 publications)
+KEEP_BYTES = 128 << 20
 STATUS_FILE = "status/trainer.json"
 
 
@@ -65,6 +76,8 @@ class Trainer:
         self._status_t = 0.0
         self._rate = (time.perf_counter(), self.learner.updates, self.learner.env_steps)
         self._speeds = (0.0, 0.0)
+        self._published: OrderedDict[int, tuple[dict, dict]] = OrderedDict()
+        self._published_bytes = 0
 
     def stream_of(self, worker_id: str) -> int:
         """The replay stream of a worker (stable across restarts: saved in the checkpoint)."""
@@ -78,6 +91,9 @@ class Trainer:
         for meta, arrays in batches:
             stream = self.stream_of(str(meta.get("worker_id", "worker")))
             rows += self.learner.add_batch(stream, arrays, meta.get("episodes"))
+            for ep in meta.get("episodes") or ():
+                if ep.get("test") and "policy_version" in ep:
+                    self.consider_best(int(ep["policy_version"]), float(ep["return"]))
             self.batches += 1
             if "policy_version" in meta:  # staleness: how many publications behind the acting policy was
                 self.learner.gauges["charts/policy_lag"] = self.learner.weight_version - int(
@@ -88,7 +104,26 @@ class Trainer:
     def publish(self) -> int:
         version, arrays, meta = self.learner.export_actor()
         self.client.publish_weights(version, arrays, meta)
+        self._published[version] = (arrays, meta)
+        self._published_bytes += sum(a.nbytes for a in arrays.values())
+        while self._published_bytes > KEEP_BYTES and len(self._published) > 1:
+            old, _ = self._published.popitem(last=False)[1]
+            self._published_bytes -= sum(a.nbytes for a in old.values())
         return version
+
+    def consider_best(self, version: int, test_return: float) -> bool:
+        """Save the actor of ``version`` as the best one if ``test_return`` beats every earlier test episode."""
+        best = self.learner.extra.get("best_test")
+        if best is not None and test_return <= float(best["return"]):
+            return False
+        kept = self._published.get(version)
+        if kept is None:  # published before a restart or too long ago: nothing to save
+            return False
+        arrays, meta = kept
+        record = {"return": test_return, "weight_version": version, "updates": meta.get("updates")}
+        save_arrays(self.run_dir / BEST_ACTOR_FILE, arrays, {**meta, "best_test": record})
+        self.learner.extra["best_test"] = record
+        return True
 
     def step(self, max_updates: int | None = None) -> int:
         """One iteration of the loop; returns the number of updates it ran (at most ``max_updates``)."""

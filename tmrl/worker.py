@@ -230,8 +230,11 @@ class RolloutWorker:
         if record:
             recorder.reset(obs)
         ret, length, terminated, truncated, info = 0.0, 0, False, False, {}
-        while not stop.is_set():
+        if test:  # a test episode scores one weight version (the trainer keeps the best one by it)
             self._swap_weights(policy)
+        while not stop.is_set():
+            if not test:
+                self._swap_weights(policy)
             action = policy.act(obs, deterministic=test)
             obs, reward, terminated, truncated, info = env.step(action)
             ret += reward
