@@ -141,3 +141,65 @@ def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_tes
             trainer.close()
     assert [e["test"] for e in episodes] == [False, True, False]  # every episode is reported
     assert rows == stats.samples == (63 if train_on_test else 42)  # 21 rows per recorded episode
+
+
+@pytest.mark.timeout(240)
+def test_a_test_episode_keeps_one_weight_version(tmp_path: Path) -> None:
+    """New weights every 20 ms: training episodes pick them up as they come, a test episode keeps its first."""
+    write_track_reward(tmp_path)
+    config = load_config(
+        data_dir=tmp_path,
+        environ={},
+        overrides=[
+            "env.rtgym.ep_max_length=20",
+            "worker.max_episodes=2",
+            "worker.test_every=1",
+            "worker.train_on_test=true",
+            "relay.flush_steps=8",
+        ],
+    )
+    actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
+    arrays, meta = actor_to_arrays(actor), actor_meta(actor)
+    with RelayThread(RelayConfig(port=0)) as relay:
+        config = config.model_copy(
+            update={"relay": config.relay.model_copy(update={"port": relay.config.port})}
+        )
+        trainer = TrainerClient(config.relay)
+        stop = threading.Event()
+
+        def publish() -> None:
+            version = 1
+            while not stop.is_set():
+                trainer.publish_weights(version, arrays, meta)
+                version += 1
+                stop.wait(0.02)
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        try:
+            stats = RolloutWorker(config, "w9").run()
+            assert stats.episodes == 2 and stats.test_episodes == 1
+            batches: list[dict] = []
+            rows = 0
+            deadline = time.monotonic() + 30
+            while (rows < stats.samples or sum(len(m["episodes"]) for m in batches) < 3) and (
+                time.monotonic() < deadline
+            ):
+                for m, _ in trainer.poll_batches(64, 0.5):
+                    rows += m["n"]
+                    batches.append(m)
+        finally:
+            stop.set()
+            publisher.join(10)
+            trainer.close()
+    episodes = [e for m in batches for e in m["episodes"]]
+    assert [e["test"] for e in episodes] == [False, True, False]
+    # batches in stream order: each episode's rows end with the batch that reports it
+    spans, start = [], 0
+    for i, m in enumerate(batches):
+        if m["episodes"]:
+            spans.append([b["policy_version"] for b in batches[start : i + 1]])
+            start = i + 1
+    train_versions, test_versions, _ = spans
+    assert len(set(test_versions)) == 1 and test_versions[0] == episodes[1]["policy_version"]
+    assert len(set(train_versions)) > 1  # the training episode did swap while it drove
