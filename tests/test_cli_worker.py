@@ -106,9 +106,8 @@ def test_worker_batches_reach_the_trainer_side(tmp_path: Path) -> None:
     assert status.is_file()
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize("train_on_test", [True, False])
-def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_test: bool) -> None:
+def _test_episode_config(tmp_path: Path, relay: RelayThread, train_on_test: bool):
+    """Two training episodes of 20 steps with a test episode between them, streamed to ``relay``."""
     write_track_reward(tmp_path)
     config = load_config(
         data_dir=tmp_path,
@@ -121,11 +120,15 @@ def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_tes
             "relay.flush_steps=8",
         ],
     )
+    return config.model_copy(update={"relay": config.relay.model_copy(update={"port": relay.config.port})})
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("train_on_test", [True, False])
+def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_test: bool) -> None:
     actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
     with RelayThread(RelayConfig(port=0)) as relay:
-        config = config.model_copy(
-            update={"relay": config.relay.model_copy(update={"port": relay.config.port})}
-        )
+        config = _test_episode_config(tmp_path, relay, train_on_test)
         trainer = TrainerClient(config.relay)
         try:
             trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
@@ -146,24 +149,10 @@ def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_tes
 @pytest.mark.timeout(240)
 def test_a_test_episode_keeps_one_weight_version(tmp_path: Path) -> None:
     """New weights every 20 ms: training episodes pick them up as they come, a test episode keeps its first."""
-    write_track_reward(tmp_path)
-    config = load_config(
-        data_dir=tmp_path,
-        environ={},
-        overrides=[
-            "env.rtgym.ep_max_length=20",
-            "worker.max_episodes=2",
-            "worker.test_every=1",
-            "worker.train_on_test=true",
-            "relay.flush_steps=8",
-        ],
-    )
     actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
     arrays, meta = actor_to_arrays(actor), actor_meta(actor)
     with RelayThread(RelayConfig(port=0)) as relay:
-        config = config.model_copy(
-            update={"relay": config.relay.model_copy(update={"port": relay.config.port})}
-        )
+        config = _test_episode_config(tmp_path, relay, train_on_test=True)
         trainer = TrainerClient(config.relay)
         stop = threading.Event()
 
