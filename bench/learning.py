@@ -274,7 +274,8 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
     Reads ``<data_dir>/bench-<variant>.json`` (start time, minutes run, checkpoint evaluations) written by
     ``run_variant``; ``--finish`` calls it alone, in a fresh process, on a finished run."""
     from tmrl.config import load_config
-    from tmrl.rl.export import load_actor
+    from tmrl.rl.export import load_actor, load_arrays
+    from tmrl.trainer import BEST_ACTOR_FILE
 
     run_name = f"bench-{variant}"
     run_dir = data_dir / "runs" / run_name
@@ -301,25 +302,42 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
     if state.get("note"):
         result["note"] = state["note"]
     if actor_file.exists():
-        actor = load_actor(actor_file)
         keep = data_dir / f"final-actor-{variant_key(variant, seed)}.safetensors"
         shutil.copyfile(actor_file, keep)
         result["actor"] = str(keep)
         print("final actor, real time:", flush=True)
-        default = _realtime_returns(actor, config.env, TRAIN_SEED, reward, final_episodes)
-        others = []
-        for seed in UNSEEN_SEEDS[:unseen]:
-            path = _write_centerline_reward(data_dir / "rewards" / f"centerline-seed{seed}.json", seed)
-            others += _realtime_returns(actor, config.env, seed, path, 1)
-        result["final"] = {
-            "default_track": default,
-            "default_track_mean": _mean(default),
-            "unseen_tracks": others,
-            "unseen_tracks_mean": _mean(others),
-            "proxy_default_track": _proxy_return(actor, config.env, [TRAIN_SEED])[0],
-            "proxy_unseen_tracks": _proxy_return(actor, config.env, list(UNSEEN_SEEDS[: max(unseen, 5)])),
+        result["final"] = _evaluate(load_actor(keep), config.env, reward, data_dir, unseen, final_episodes)
+    best_file = run_dir / BEST_ACTOR_FILE
+    if (
+        best_file.exists()
+    ):  # keep-the-best: the actor of the best test episode during the run, same evaluation
+        keep = data_dir / f"best-actor-{variant_key(variant, seed)}.safetensors"
+        shutil.copyfile(best_file, keep)
+        best_test = load_arrays(keep)[1].get("best_test")
+        print(f"best actor ({best_test}), real time:", flush=True)
+        result["best"] = {
+            "actor": str(keep),
+            "best_test": best_test,
+            **_evaluate(load_actor(keep), config.env, reward, data_dir, unseen, final_episodes),
         }
     return result
+
+
+def _evaluate(actor, env_config, reward: Path, data_dir: Path, unseen: int, episodes: int) -> dict:
+    """An actor's real-time returns on the default track and on ``unseen`` unseen tracks, and on the proxy."""
+    default = _realtime_returns(actor, env_config, TRAIN_SEED, reward, episodes)
+    others = []
+    for track in UNSEEN_SEEDS[:unseen]:
+        path = _write_centerline_reward(data_dir / "rewards" / f"centerline-seed{track}.json", track)
+        others += _realtime_returns(actor, env_config, track, path, 1)
+    return {
+        "default_track": default,
+        "default_track_mean": _mean(default),
+        "unseen_tracks": others,
+        "unseen_tracks_mean": _mean(others),
+        "proxy_default_track": _proxy_return(actor, env_config, [TRAIN_SEED])[0],
+        "proxy_unseen_tracks": _proxy_return(actor, env_config, list(UNSEEN_SEEDS[: max(unseen, 5)])),
+    }
 
 
 def _mean(episodes: list[dict]) -> float | None:
