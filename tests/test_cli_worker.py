@@ -106,6 +106,34 @@ def test_worker_batches_reach_the_trainer_side(tmp_path: Path) -> None:
     assert status.is_file()
 
 
+@pytest.mark.timeout(240)
+def test_the_last_episode_is_reported_when_a_flush_would_have_taken_all_its_rows(tmp_path: Path) -> None:
+    """21 rows, flushes of 7: the step that ends the episode must not flush its rows without its stats."""
+    write_track_reward(tmp_path)
+    config = load_config(
+        data_dir=tmp_path,
+        environ={},
+        overrides=["env.rtgym.ep_max_length=20", "worker.max_episodes=1", "relay.flush_steps=7"],
+    )
+    with RelayThread(RelayConfig(port=0)) as relay:
+        config = config.model_copy(
+            update={"relay": config.relay.model_copy(update={"port": relay.config.port})}
+        )
+        trainer = TrainerClient(config.relay)
+        try:
+            stats = RolloutWorker(config, "w6").run()
+            rows, episodes = 0, []
+            deadline = time.monotonic() + 30
+            while (rows < stats.samples or not episodes) and time.monotonic() < deadline:
+                for meta, _ in trainer.poll_batches(64, 0.5):
+                    rows += meta["n"]
+                    episodes += meta["episodes"]
+        finally:
+            trainer.close()
+    assert rows == stats.samples == 21
+    assert [e["length"] for e in episodes] == [20]
+
+
 def _test_episode_config(tmp_path: Path, relay: RelayThread, train_on_test: bool):
     """Two training episodes of 20 steps with a test episode between them, streamed to ``relay``."""
     write_track_reward(tmp_path)
@@ -144,6 +172,43 @@ def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_tes
             trainer.close()
     assert [e["test"] for e in episodes] == [False, True, False]  # every episode is reported
     assert rows == stats.samples == (63 if train_on_test else 42)  # 21 rows per recorded episode
+
+
+@pytest.mark.timeout(240)
+def test_an_unrecorded_test_episode_just_before_the_stop_is_reported(tmp_path: Path) -> None:
+    """No rows carry its stats (``train_on_test`` off) and none follow: the worker's last flush sends them alone."""
+    actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
+    with RelayThread(RelayConfig(port=0)) as relay:
+        config = _test_episode_config(tmp_path, relay, train_on_test=False)
+        trainer = TrainerClient(config.relay)
+        stop = threading.Event()
+        try:
+            trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
+            worker = RolloutWorker(config, "w5")
+
+            def stop_after_the_test_episode() -> None:
+                while worker.stats.test_episodes == 0 and not stop.is_set():
+                    time.sleep(0.001)
+                stop.set()
+
+            watcher = threading.Thread(target=stop_after_the_test_episode)
+            watcher.start()
+            try:
+                stats = worker.run(stop)
+            finally:
+                stop.set()
+                watcher.join(10)
+            assert stats.episodes == 1 and stats.test_episodes == 1
+            rows, episodes = 0, []
+            deadline = time.monotonic() + 30
+            while (rows < stats.samples or len(episodes) < 2) and time.monotonic() < deadline:
+                for meta, _ in trainer.poll_batches(64, 0.5):
+                    rows += meta["n"]
+                    episodes += meta["episodes"]
+        finally:
+            trainer.close()
+    assert [e["test"] for e in episodes] == [False, True]
+    assert rows == stats.samples == 21  # the training episode's rows only
 
 
 @pytest.mark.timeout(240)

@@ -123,9 +123,13 @@ def test_trainer_keeps_the_actor_of_the_best_test_episode(tmp_path: Path) -> Non
             assert worker.wait_connected(10)
             trainer = Trainer(SPEC, rl_config(), client, run_dir)
 
-            def relay_episode(seed: int, version: int, ret: float, test: bool = True) -> None:
+            def relay_episode(
+                seed: int, version: int, ret: float, test: bool = True, rows: bool = True
+            ) -> None:
                 arrays, meta = episode_batch(seed, length=10)
                 meta["episodes"][0].update(test=test, policy_version=version, **{"return": ret})
+                if not rows:  # stats alone, as a worker's last flush sends them
+                    arrays, meta = {k: a[:0] for k, a in arrays.items()}, {**meta, "n": 0}
                 worker.send_batch(arrays, meta)
                 deadline = time.monotonic() + 10
                 got: list = []
@@ -153,6 +157,10 @@ def test_trainer_keeps_the_actor_of_the_best_test_episode(tmp_path: Path) -> Non
             relay_episode(4, 999, 900.0)  # a version the trainer no longer holds: nothing saved
             assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["weight_version"] == v1
             assert trainer.learner.extra["best_test"]["weight_version"] == v1
+            steps = trainer.learner.env_steps
+            relay_episode(5, v2, 950.0, rows=False)  # a batch of 0 rows: no rows added, the episode counts
+            assert trainer.learner.env_steps == steps
+            assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["best_test"]["return"] == 950.0
             trainer.learner.close()
         finally:
             worker.close()

@@ -186,12 +186,10 @@ class RolloutWorker:
                 policy.load(version, arrays, meta)
                 self.stats.weight_version = policy.version
 
-    def _flush(self, recorder: Any, policy: Policy) -> None:
-        batch = recorder.take()
-        if batch is None and not self._pending_episodes:
-            return
+    def _flush(self, recorder: Any, policy: Policy, last: bool = False) -> None:
+        # Stats of an unrecorded test episode ride on the next batch; the ``last`` flush sends them alone.
+        batch = recorder.take(allow_empty=last and bool(self._pending_episodes))
         if batch is None:
-            # Test-episode stats with no rows to carry them: keep them for the next batch.
             return
         n = int(batch["reward"].shape[0])
         meta = {
@@ -242,10 +240,10 @@ class RolloutWorker:
             self.stats.steps += 1
             if record:
                 recorder.step(action, reward, terminated, truncated, obs)
-                if len(recorder) >= flush_steps or time.monotonic() - self._last_flush >= flush_s:
-                    self._flush(recorder, policy)
             if terminated or truncated:
-                break
+                break  # the episode's last rows go with its stats, below
+            if record and (len(recorder) >= flush_steps or time.monotonic() - self._last_flush >= flush_s):
+                self._flush(recorder, policy)
             self.stats.timeouts = self._timeouts.count
             self._write_status()
         self.stats.timeouts = self._timeouts.count
@@ -298,6 +296,7 @@ class RolloutWorker:
                     test = cfg.test_every > 0 and since_test >= cfg.test_every and policy.actor is not None
                     self.run_episode(env, recorder, policy, stop, test=test)
                     since_test = 0 if test else since_test + 1
+                self._flush(recorder, policy, last=True)
                 self._write_status(force=True)
             finally:
                 try:

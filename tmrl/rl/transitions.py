@@ -110,9 +110,10 @@ class TransitionRecorder:
         """Completed rows waiting to be taken."""
         return self._rows
 
-    def take(self) -> dict[str, np.ndarray] | None:
-        """The completed rows as a batch (fresh arrays), or None when there are none; clears them."""
-        if self._rows == 0:
+    def take(self, allow_empty: bool = False) -> dict[str, np.ndarray] | None:
+        """The completed rows as a batch (fresh arrays); clears them. With none: None, or with ``allow_empty``
+        a batch of 0 rows (to carry episode stats when nothing else will)."""
+        if self._rows == 0 and not allow_empty:
             return None
         n, self._rows = self._rows, 0
         return {k: v[:n].copy() for k, v in self._cols.items()}
