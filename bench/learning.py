@@ -72,6 +72,9 @@ TMRL_DEFAULTS = {
 IMAGES = {"env.observation": '"images"'}
 VARIANTS = {
     "ours": {},
+    # ablation: critics and actor of 128x128, half the matmul cost per update, so the one-core trainer reaches
+    # the cap of 4 updates per sample at 25 Hz where 256x256 makes about 2.4
+    "ours-128": {"model.hidden": "[128, 128]"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -80,6 +83,7 @@ LABELS = {
     "ours": f"tmrl defaults (TMRL's SAC with batch {TrainerConfig().batch_size}, weights every "
     f"{TrainerConfig().publish_every} updates, test episodes trained on, "
     f"{1.0 / resolved_rtgym(EnvConfig()).time_step_s:.0f} Hz)",
+    "ours-128": "tmrl defaults with MLP 128x128",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",
@@ -438,6 +442,8 @@ def plot(doc: dict, path: Path) -> None:
     colors = {
         "ours": "tab:blue",
         "ours-seed1": "tab:cyan",
+        "ours-seed2": "navy",
+        "ours-128": "tab:red",
         "tmrl": "tab:orange",
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",
