@@ -459,7 +459,7 @@ def plot(doc: dict, path: Path) -> None:
                     [p[key] for p in m],
                     [p["mean5"] for p in m],
                     color=c,
-                    label=f"{res['label']}: test episodes, mean of 5 ({res['minutes_run']:.0f} min run)",
+                    label=f"{variant}: test episodes, mean of 5 ({res['minutes_run']:.0f} min run)",
                 )
             cps = [p for p in res.get("checkpoints", []) if p.get(key) is not None]
             if cps:
@@ -470,7 +470,7 @@ def plot(doc: dict, path: Path) -> None:
                     linestyle="--",
                     marker="o",
                     markersize=3,
-                    label=f"{res['label']}: checkpoints on the synchronous proxy",
+                    label=f"{variant}: checkpoints on the synchronous proxy",
                 )
     for ax, xlabel in ((axes[0], "wall-clock minutes"), (axes[1], "samples (environment steps)")):
         ax.axhline(900, color="green", linewidth=0.8, linestyle=":")
@@ -480,7 +480,9 @@ def plot(doc: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2)  # below the plots, covering no curve
-    fig.suptitle("Built-in game in real time, one worker, CPU (2 cores); LIDAR unless the label says images")
+    fig.suptitle(
+        "Built-in game in real time, one worker, CPU (2 cores); variants (bench/learning.py): docs/learning.md"
+    )
     fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
