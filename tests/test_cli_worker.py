@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from test_e2e_run import write_track_reward
 
 from tmrl.config import load_config
@@ -20,11 +22,30 @@ from tmrl.net.testing import RelayThread
 from tmrl.rl.config import ModelConfig
 from tmrl.rl.export import actor_meta, actor_to_arrays
 from tmrl.rl.models import Actor
-from tmrl.worker import Policy, RolloutWorker, TimeoutCounter
+from tmrl.worker import Policy, RolloutWorker, TimeoutCounter, VersionScorer
 
 
 def _spec(tmp_path: Path):
     return observation_spec(load_config(data_dir=tmp_path, environ={}).env)
+
+
+def _collect(trainer: TrainerClient, rows: int, episodes: int = 0) -> list[tuple[dict, dict]]:
+    """Poll batches until ``rows`` rows and ``episodes`` episode stats have arrived (30 s at most)."""
+    got: list[tuple[dict, dict]] = []
+    deadline = time.monotonic() + 30
+    while (
+        sum(m["n"] for m, _ in got) < rows or sum(len(m["episodes"]) for m, _ in got) < episodes
+    ) and time.monotonic() < deadline:
+        got += trainer.poll_batches(64, 0.5)
+    return got
+
+
+def _episodes(batches: list[tuple[dict, dict]]) -> list[dict]:
+    return [e for m, _ in batches for e in m["episodes"]]
+
+
+def _rows(batches: list[tuple[dict, dict]]) -> int:
+    return sum(m["n"] for m, _ in batches)
 
 
 def test_policy_random_then_swapped_in_place(tmp_path: Path) -> None:
@@ -51,6 +72,44 @@ def test_policy_random_then_swapped_in_place(tmp_path: Path) -> None:
     third = Actor(spec, ModelConfig(hidden=(16,)))  # another architecture: a new actor
     policy.load(3, actor_to_arrays(third), actor_meta(third))
     assert policy.actor is not actor and policy.version == 3
+
+
+def test_version_scorer_confirms_a_new_best_before_it_counts() -> None:
+    scorer = VersionScorer(confirm=2)
+    assert scorer.add(300.0) is None and scorer.open  # beats nothing yet: a series opens
+    assert scorer.add(200.0) is None and scorer.open
+    assert scorer.add(250.0) == (250.0, 3) and not scorer.open
+    assert scorer.add(240.0) is None and not scorer.open  # below the best score: no series
+    assert scorer.add(600.0) is None and scorer.add(0.0) is None
+    assert scorer.add(0.0) is None and not scorer.open  # a lucky episode: its mean (200) is no better
+    assert scorer.add(280.0) is None and scorer.open  # still above the best score (250)
+    scorer.cancel()
+    assert not scorer.open and scorer.best == 250.0
+    alone = VersionScorer(confirm=0)
+    assert alone.add(5.0) == (5.0, 1) and alone.add(4.0) is None and alone.add(6.0) == (6.0, 1)
+
+
+@given(
+    st.integers(0, 4),
+    st.lists(st.floats(-100.0, 1000.0, allow_nan=False), max_size=60),
+)
+def test_version_scorer_scores_are_rising_means_of_whole_series(confirm: int, returns: list[float]) -> None:
+    scorer = VersionScorer(confirm)
+    scores: list[tuple[int, float, int]] = []
+    for i, r in enumerate(returns):
+        was_open = scorer.open
+        best = scorer.best
+        got = scorer.add(r)
+        if not was_open and r <= best:
+            assert got is None and not scorer.open  # only a return above the best opens a series
+        if got is not None:
+            scores.append((i, *got))
+    for a, b in zip(scores, scores[1:], strict=False):
+        assert b[1] > a[1]  # each score beats the one before
+    for i, score, n in scores:
+        assert n == confirm + 1
+        assert score == pytest.approx(float(np.mean(returns[i - confirm : i + 1])))
+        assert returns[i - confirm] > max((s for j, s, _n in scores if j < i), default=float("-inf"))
 
 
 def test_timeout_counter_counts_rtgym_warnings_from_threads(recwarn: pytest.WarningsRecorder) -> None:
@@ -83,17 +142,12 @@ def test_worker_batches_reach_the_trainer_side(tmp_path: Path) -> None:
         try:
             stats = RolloutWorker(config, "w7").run()
             assert stats.episodes == 2 and stats.steps == 60
-            rows, episodes, batches = 0, [], []
-            deadline = time.monotonic() + 30
-            while rows < stats.samples and time.monotonic() < deadline:
-                for meta, arrays in trainer.poll_batches(64, 0.5):
-                    batches.append((meta, arrays))
-                    rows += meta["n"]
-                    episodes += meta["episodes"]
+            batches = _collect(trainer, stats.samples, 2)
         finally:
             trainer.close()
+    episodes = _episodes(batches)
     # Each episode: 30 steps plus its final observation row.
-    assert rows == stats.samples == 62
+    assert _rows(batches) == stats.samples == 62
     assert [e["length"] for e in episodes] == [30, 30] and all(not e["test"] for e in episodes)
     first = np.concatenate([a["first"] for _, a in batches])
     truncated = np.concatenate([a["truncated"] for _, a in batches])
@@ -122,20 +176,16 @@ def test_the_last_episode_is_reported_when_a_flush_would_have_taken_all_its_rows
         trainer = TrainerClient(config.relay)
         try:
             stats = RolloutWorker(config, "w6").run()
-            rows, episodes = 0, []
-            deadline = time.monotonic() + 30
-            while (rows < stats.samples or not episodes) and time.monotonic() < deadline:
-                for meta, _ in trainer.poll_batches(64, 0.5):
-                    rows += meta["n"]
-                    episodes += meta["episodes"]
+            batches = _collect(trainer, stats.samples, 1)
         finally:
             trainer.close()
-    assert rows == stats.samples == 21
-    assert [e["length"] for e in episodes] == [20]
+    assert _rows(batches) == stats.samples == 21
+    assert [e["length"] for e in _episodes(batches)] == [20]
 
 
-def _test_episode_config(tmp_path: Path, relay: RelayThread, train_on_test: bool):
-    """Two training episodes of 20 steps with a test episode between them, streamed to ``relay``."""
+def _test_episode_config(tmp_path: Path, relay: RelayThread, train_on_test: bool, confirm: int = 0):
+    """Two training episodes of 20 steps with a test episode between them (and ``confirm`` more to score its
+    weights), streamed to ``relay``."""
     write_track_reward(tmp_path)
     config = load_config(
         data_dir=tmp_path,
@@ -145,6 +195,7 @@ def _test_episode_config(tmp_path: Path, relay: RelayThread, train_on_test: bool
             "worker.max_episodes=2",
             "worker.test_every=1",
             f"worker.train_on_test={str(train_on_test).lower()}",
+            f"worker.confirm_episodes={confirm}",
             "relay.flush_steps=8",
         ],
     )
@@ -162,16 +213,11 @@ def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_tes
             trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
             stats = RolloutWorker(config, "w8").run()
             assert stats.episodes == 2 and stats.test_episodes == 1 and stats.steps == 60
-            rows, episodes = 0, []
-            deadline = time.monotonic() + 30
-            while (rows < stats.samples or len(episodes) < 3) and time.monotonic() < deadline:
-                for meta, _ in trainer.poll_batches(64, 0.5):
-                    rows += meta["n"]
-                    episodes += meta["episodes"]
+            batches = _collect(trainer, stats.samples, 3)
         finally:
             trainer.close()
-    assert [e["test"] for e in episodes] == [False, True, False]  # every episode is reported
-    assert rows == stats.samples == (63 if train_on_test else 42)  # 21 rows per recorded episode
+    assert [e["test"] for e in _episodes(batches)] == [False, True, False]  # every episode is reported
+    assert _rows(batches) == stats.samples == (63 if train_on_test else 42)  # 21 rows per recorded episode
 
 
 @pytest.mark.timeout(240)
@@ -199,25 +245,22 @@ def test_an_unrecorded_test_episode_just_before_the_stop_is_reported(tmp_path: P
                 stop.set()
                 watcher.join(10)
             assert stats.episodes == 1 and stats.test_episodes == 1
-            rows, episodes = 0, []
-            deadline = time.monotonic() + 30
-            while (rows < stats.samples or len(episodes) < 2) and time.monotonic() < deadline:
-                for meta, _ in trainer.poll_batches(64, 0.5):
-                    rows += meta["n"]
-                    episodes += meta["episodes"]
+            batches = _collect(trainer, stats.samples, 2)
         finally:
             trainer.close()
-    assert [e["test"] for e in episodes] == [False, True]
-    assert rows == stats.samples == 21  # the training episode's rows only
+    assert [e["test"] for e in _episodes(batches)] == [False, True]
+    assert _rows(batches) == stats.samples == 21  # the training episode's rows only
 
 
 @pytest.mark.timeout(240)
-def test_a_test_episode_keeps_one_weight_version(tmp_path: Path) -> None:
-    """New weights every 20 ms: training episodes pick them up as they come, a test episode keeps its first."""
+@pytest.mark.parametrize("confirm", [0, 2])
+def test_a_test_episode_keeps_one_weight_version(tmp_path: Path, confirm: int) -> None:
+    """New weights every 20 ms: training episodes pick them up as they come, a test episode keeps its first, and
+    the episodes that confirm its score keep the same."""
     actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
     arrays, meta = actor_to_arrays(actor), actor_meta(actor)
     with RelayThread(RelayConfig(port=0)) as relay:
-        config = _test_episode_config(tmp_path, relay, train_on_test=True)
+        config = _test_episode_config(tmp_path, relay, train_on_test=True, confirm=confirm)
         trainer = TrainerClient(config.relay)
         stop = threading.Event()
 
@@ -232,28 +275,26 @@ def test_a_test_episode_keeps_one_weight_version(tmp_path: Path) -> None:
         publisher.start()
         try:
             stats = RolloutWorker(config, "w9").run()
-            assert stats.episodes == 2 and stats.test_episodes == 1
-            batches: list[dict] = []
-            rows = 0
-            deadline = time.monotonic() + 30
-            while (rows < stats.samples or sum(len(m["episodes"]) for m in batches) < 3) and (
-                time.monotonic() < deadline
-            ):
-                for m, _ in trainer.poll_batches(64, 0.5):
-                    rows += m["n"]
-                    batches.append(m)
+            assert stats.episodes == 2 and stats.test_episodes == 1 + confirm
+            batches = [m for m, _ in _collect(trainer, stats.samples, 3 + confirm)]
         finally:
             stop.set()
             publisher.join(10)
             trainer.close()
     episodes = [e for m in batches for e in m["episodes"]]
-    assert [e["test"] for e in episodes] == [False, True, False]
+    assert [e["test"] for e in episodes] == [False] + [True] * (1 + confirm) + [False]
     # batches in stream order: each episode's rows end with the batch that reports it
     spans, start = [], 0
     for i, m in enumerate(batches):
         if m["episodes"]:
             spans.append([b["policy_version"] for b in batches[start : i + 1]])
             start = i + 1
-    train_versions, test_versions, _ = spans
+    train_versions, *test_spans, _ = spans
+    test_versions = [v for span in test_spans for v in span]
     assert len(set(test_versions)) == 1 and test_versions[0] == episodes[1]["policy_version"]
     assert len(set(train_versions)) > 1  # the training episode did swap while it drove
+    # the series' last episode scores the version with the mean of its returns; the others carry no score
+    tests = episodes[1:-1]
+    assert all("score" not in e for e in tests[:-1])
+    assert tests[-1]["score"] == pytest.approx(np.mean([e["return"] for e in tests]))
+    assert tests[-1]["score_episodes"] == 1 + confirm

@@ -114,7 +114,7 @@ def test_trainer_learns_from_relayed_batches_publishes_and_checkpoints(tmp_path:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_trainer_keeps_the_actor_of_the_best_test_episode(tmp_path: Path) -> None:
+def test_trainer_keeps_the_actor_of_the_best_test_score(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     with RelayThread(RelayConfig(port=0, **FAST)) as relay:  # type: ignore[arg-type]
         worker = WorkerClient(relay.config, worker_id="w0")
@@ -124,10 +124,12 @@ def test_trainer_keeps_the_actor_of_the_best_test_episode(tmp_path: Path) -> Non
             trainer = Trainer(SPEC, rl_config(), client, run_dir)
 
             def relay_episode(
-                seed: int, version: int, ret: float, test: bool = True, rows: bool = True
+                seed: int, version: int, ret: float, test: bool = True, rows: bool = True, scored: bool = True
             ) -> None:
                 arrays, meta = episode_batch(seed, length=10)
                 meta["episodes"][0].update(test=test, policy_version=version, **{"return": ret})
+                if scored:  # the worker's score of the version, from 3 test episodes
+                    meta["episodes"][0].update(score=ret, score_episodes=3)
                 if not rows:  # stats alone, as a worker's last flush sends them
                     arrays, meta = {k: a[:0] for k, a in arrays.items()}, {**meta, "n": 0}
                 worker.send_batch(arrays, meta)
@@ -146,6 +148,9 @@ def test_trainer_keeps_the_actor_of_the_best_test_episode(tmp_path: Path) -> Non
             relay_episode(0, v2, 300.0)
             best_arrays, best_meta = load_arrays(run_dir / BEST_ACTOR_FILE)
             assert best_meta["weight_version"] == v2 and best_meta["best_test"]["return"] == 300.0
+            assert best_meta["best_test"]["episodes"] == 3
+            relay_episode(6, v1, 400.0, scored=False)  # a test episode without a score does not count
+            assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["weight_version"] == v2
             relay_episode(1, v1, 250.0)  # worse: the file keeps version 2
             assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["weight_version"] == v2
             relay_episode(2, v1, 500.0)  # better, and version 1 is still kept

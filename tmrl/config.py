@@ -84,6 +84,14 @@ class WorkerConfig(BaseModel):
         description="Stream test episodes' samples to the trainer too (they are valid off-policy transitions and "
         "a sixth of the time steps at test_every = 5); their returns are still reported as test returns.",
     )
+    confirm_episodes: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="After a test episode that beats this worker's best test score, drive this many more test "
+        "episodes with the same weights; the weight version's score is the mean of them all, and the trainer keeps "
+        "the actor with the best score (weights/best-actor.safetensors). 0 scores every test episode alone.",
+    )
     random_until_weights: bool = Field(
         True, description="Act uniformly at random until the first weights arrive (warm-up exploration)."
     )

@@ -11,10 +11,11 @@ Worker batch meta understood here, besides the relay's ``worker_id`` / ``seq`` /
 
 Keep the best: a test episode drives one weight version from start to end (the worker takes the latest weights
 when the test episode starts, not at every step as in training episodes) and reports it as ``policy_version``.
+A worker scores a version by the mean return of a series of test episodes with it (``worker.confirm_episodes``
+more after one that beats its best) and puts the ``score`` and ``score_episodes`` on the series' last episode.
 The trainer keeps the most recent published actors (up to ``KEEP_BYTES``: about 370 of the default LIDAR actor)
-and, when a test episode's return beats every earlier one, writes that episode's actor to
-``weights/best-actor.safetensors`` with the return in its metadata. One episode is a noisy score: the file is the
-actor that drove the best test episode so far, not a proven better policy; ``tmrl test --weights`` drives it again.
+and, when a score beats every earlier one, writes that version's actor to ``weights/best-actor.safetensors``
+with the score in its metadata (``best_test``). ``tmrl test`` drives that actor when the run has one.
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ class Trainer:
             stream = self.stream_of(str(meta.get("worker_id", "worker")))
             rows += self.learner.add_batch(stream, arrays, meta.get("episodes"))
             for ep in meta.get("episodes") or ():
-                if ep.get("test") and "policy_version" in ep:
-                    self.consider_best(int(ep["policy_version"]), float(ep["return"]))
+                if ep.get("test") and "score" in ep and "policy_version" in ep:
+                    self.consider_best(
+                        int(ep["policy_version"]), float(ep["score"]), int(ep.get("score_episodes", 1))
+                    )
             self.batches += 1
             if "policy_version" in meta:  # staleness: how many publications behind the acting policy was
                 self.learner.gauges["charts/policy_lag"] = self.learner.weight_version - int(
@@ -111,16 +114,22 @@ class Trainer:
             self._published_bytes -= sum(a.nbytes for a in old.values())
         return version
 
-    def consider_best(self, version: int, test_return: float) -> bool:
-        """Save the actor of ``version`` as the best one if ``test_return`` beats every earlier test episode."""
+    def consider_best(self, version: int, score: float, episodes: int = 1) -> bool:
+        """Save the actor of ``version`` as the best one if its ``score`` (mean return of ``episodes`` test
+        episodes) beats every earlier score."""
         best = self.learner.extra.get("best_test")
-        if best is not None and test_return <= float(best["return"]):
+        if best is not None and score <= float(best["return"]):
             return False
         kept = self._published.get(version)
         if kept is None:  # published before a restart or too long ago: nothing to save
             return False
         arrays, meta = kept
-        record = {"return": test_return, "weight_version": version, "updates": meta.get("updates")}
+        record = {
+            "return": score,
+            "episodes": episodes,
+            "weight_version": version,
+            "updates": meta.get("updates"),
+        }
         save_arrays(self.run_dir / BEST_ACTOR_FILE, arrays, {**meta, "best_test": record})
         self.learner.extra["best_test"] = record
         return True

@@ -7,7 +7,10 @@ its own thread. New weights are decoded by the client off this thread; the worke
 (``load_state_dict`` into the existing actor, no new module). Until the first weights arrive the worker acts
 uniformly at random (warm-up exploration). Every ``worker.test_every`` training episodes it drives one test
 episode with the deterministic policy; its return is reported as a test return, and its samples are streamed
-for training too unless ``worker.train_on_test`` is off.
+for training too unless ``worker.train_on_test`` is off. A test episode drives one weight version from start to
+end. One that beats the worker's best test score is confirmed by ``worker.confirm_episodes`` more test episodes
+with the same weights (``VersionScorer``); the last of them carries the version's score (their mean return), by
+which the trainer keeps the best actor.
 
 Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, timeouts) and in
 ``<run dir>/status/worker-<id>.json`` (read by the live view of ``tmrl run``). Time-step timeouts are rtgym's
@@ -143,6 +146,43 @@ class Policy:
         return action
 
 
+class VersionScorer:
+    """Scores weight versions by their test episodes, for the trainer's keep-the-best.
+
+    A test episode that beats the best score so far opens a series: the next ``confirm`` test episodes drive the
+    same weights, and the series' mean return is the version's score. A series that ends below the best score is
+    not a score. With ``confirm = 0`` a test episode that beats the best is a score alone.
+    """
+
+    def __init__(self, confirm: int) -> None:
+        self.confirm = confirm
+        self.best = float("-inf")
+        self.series: list[float] = []
+
+    @property
+    def open(self) -> bool:
+        """A series is under way: the next episode is a test episode with the same weights."""
+        return bool(self.series)
+
+    def add(self, test_return: float) -> tuple[float, int] | None:
+        """Record a test return; returns ``(score, episodes)`` when it completes a series that beats the best."""
+        if not self.series and test_return <= self.best:
+            return None
+        self.series.append(test_return)
+        if len(self.series) <= self.confirm:
+            return None
+        score, n = float(np.mean(self.series)), len(self.series)
+        self.series = []
+        if score <= self.best:
+            return None
+        self.best = score
+        return score, n
+
+    def cancel(self) -> None:
+        """The weights of the series are gone (a stop): the series cannot finish."""
+        self.series = []
+
+
 class RolloutWorker:
     """One worker: its env (and game), its relay client, its actor. ``run`` until ``stop`` is set."""
 
@@ -156,6 +196,7 @@ class RolloutWorker:
         if not worker_id.startswith("worker-"):
             self.status_path = self.status_path.with_name(f"worker-{_safe(worker_id)}.json")
         self._pending_episodes: list[dict[str, Any]] = []
+        self.scorer = VersionScorer(config.worker.confirm_episodes)
         self._last_flush = time.monotonic()
         self._last_status = 0.0
 
@@ -228,7 +269,7 @@ class RolloutWorker:
         if record:
             recorder.reset(obs)
         ret, length, terminated, truncated, info = 0.0, 0, False, False, {}
-        if test:  # a test episode scores one weight version (the trainer keeps the best one by it)
+        if test and not self.scorer.open:  # a test episode (and its series) scores one weight version
             self._swap_weights(policy)
         while not stop.is_set():
             if not test:
@@ -249,6 +290,8 @@ class RolloutWorker:
         self.stats.timeouts = self._timeouts.count
         if not (terminated or truncated):
             # Stopped mid-episode: send what is complete; the open episode is cut there.
+            if test:
+                self.scorer.cancel()
             if record:
                 self._flush(recorder, policy)
             return
@@ -262,6 +305,8 @@ class RolloutWorker:
             "progress": float(info.get("progress", 0.0)),
             "finished": bool(info.get("finished", False)),
         }
+        if test and (scored := self.scorer.add(ret)) is not None:
+            episode["score"], episode["score_episodes"] = scored
         self._pending_episodes.append(episode)
         if test:
             self.stats.test_episodes += 1
@@ -293,7 +338,8 @@ class RolloutWorker:
                 while not stop.is_set():
                     if cfg.max_episodes and self.stats.episodes >= cfg.max_episodes:
                         break
-                    test = cfg.test_every > 0 and since_test >= cfg.test_every and policy.actor is not None
+                    due = self.scorer.open or (cfg.test_every > 0 and since_test >= cfg.test_every)
+                    test = due and policy.actor is not None
                     self.run_episode(env, recorder, policy, stop, test=test)
                     since_test = 0 if test else since_test + 1
                 self._flush(recorder, policy, last=True)
@@ -337,9 +383,22 @@ def worker_main(config: TmrlConfig, *, worker_id: str) -> int:
 
 
 def default_weights_path(config: TmrlConfig) -> Path:
-    """The actor the trainer exported into the run directory; on the built-in game, when the run has none yet,
-    the actor shipped with tmrl."""
-    for name in ("weights/actor.safetensors", "actor.safetensors"):
+    """The actor ``tmrl test`` drives: the run's best one (the trainer's keep-the-best), else its latest; on the
+    built-in game, when the run has none yet, the actor shipped with tmrl."""
+    from tmrl.rl.export import load_arrays
+    from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE
+
+    best = config.run_dir / BEST_ACTOR_FILE
+    if best.exists():
+        record = load_arrays(best)[1].get("best_test") or {}
+        print(
+            f"driving the run's best actor {best} (test score {record.get('return', float('nan')):.1f} over "
+            f"{record.get('episodes', 1)} episodes, weight version {record.get('weight_version')}); "
+            f"--weights {config.run_dir / ACTOR_FILE} drives the latest",
+            flush=True,
+        )
+        return best
+    for name in (ACTOR_FILE, "actor.safetensors"):
         path = config.run_dir / name
         if path.exists():
             return path

@@ -357,13 +357,14 @@ def build_parser(prog: str = "tmrl") -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore the run's checkpoint and start from scratch")
 
     p = add("test", cmd_test, "drive with a policy (no training) and report returns and lap times")
-    _config_flag(p, "--name", key="run.name", help="run whose latest weights are used")
+    _config_flag(p, "--name", key="run.name", help="run whose weights are used")
     _config_flag(p, "--game", key="env.game", choices=games, help="game to play")
     p.add_argument(
         "--weights",
         type=Path,
         default=None,
-        help="actor weights file (default: the run's latest; the shipped actor on the built-in game)",
+        help="actor weights file (default: the run's best actor, else its latest; the shipped actor on the "
+        "built-in game)",
     )
     p.add_argument("--episodes", type=int, default=3, help="test episodes to drive")
 
