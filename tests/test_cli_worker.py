@@ -14,15 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_e2e_run import write_track_reward
 
+from tmrl.assets import carracing_actor_path
 from tmrl.config import load_config
 from tmrl.envs.observations import observation_spec
 from tmrl.net.client import TrainerClient
 from tmrl.net.config import RelayConfig
 from tmrl.net.testing import RelayThread
 from tmrl.rl.config import ModelConfig
-from tmrl.rl.export import actor_meta, actor_to_arrays
+from tmrl.rl.export import actor_meta, actor_to_arrays, save_actor, save_arrays
 from tmrl.rl.models import Actor
-from tmrl.worker import Policy, RolloutWorker, TimeoutCounter, VersionScorer
+from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE
+from tmrl.worker import Policy, RolloutWorker, TimeoutCounter, VersionScorer, default_weights_path
 
 
 def _spec(tmp_path: Path):
@@ -298,3 +300,22 @@ def test_a_test_episode_keeps_one_weight_version(tmp_path: Path, confirm: int) -
     assert all("score" not in e for e in tests[:-1])
     assert tests[-1]["score"] == pytest.approx(np.mean([e["return"] for e in tests]))
     assert tests[-1]["score_episodes"] == 1 + confirm
+
+
+def test_tmrl_test_drives_the_runs_best_actor_then_its_latest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_config(data_dir=tmp_path, environ={})
+    actor = Actor(_spec(tmp_path), ModelConfig(hidden=(8, 8)))
+    assert config.env.game == "carracing"
+    assert default_weights_path(config) == carracing_actor_path()  # nothing in the run yet: the shipped actor
+    assert "shipped actor" in capsys.readouterr().out
+    latest = save_actor(config.run_dir / ACTOR_FILE, actor, weight_version=9)
+    assert default_weights_path(config) == latest
+    record = {"return": 871.5, "episodes": 3, "weight_version": 7, "updates": 700}
+    best = save_arrays(
+        config.run_dir / BEST_ACTOR_FILE, actor_to_arrays(actor), {**actor_meta(actor), "best_test": record}
+    )
+    assert default_weights_path(config) == best
+    out = capsys.readouterr().out
+    assert "best actor" in out and "871.5 over 3 episodes" in out and str(latest) in out
