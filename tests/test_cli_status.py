@@ -60,6 +60,7 @@ def test_live_view_reads_role_status_files(tmp_path: Path) -> None:
             "buffer_fill": 500,
             "buffer_capacity": 1000,
             "weight_version": 6,
+            "best_test": {"return": 812.25, "episodes": 3, "weight_version": 5, "updates": 500},
         },
     )
     collector = StatusCollector(config)
@@ -74,6 +75,7 @@ def test_live_view_reads_role_status_files(tmp_path: Path) -> None:
     text = console.export_text()
     assert "500 / 1000 (50.0 %)" in text and "6 / 4" in text and "- / 2" in text
     assert "episodes=5" in st.line() and "updates/s=12.5" in st.line()
+    assert st.best_test == 812.25 and "best=812.2" in st.line() and "812.2" in text
     console.print(render_status(RunStatus(), config))  # everything unknown still renders
 
 

@@ -182,6 +182,7 @@ class RunStatus:
     buffer_capacity: int | None = None
     weight_version: int | None = None
     worker_weight_version: int | None = None
+    best_test: float | None = None
     workers_connected: int | None = None
     workers_expected: int = 0
     trainer_present: bool | None = None
@@ -197,6 +198,7 @@ class RunStatus:
         return (
             f"t={self.elapsed_s:.0f}s episodes={self.episodes} return last={fmt(self.last_return, '.1f')} "
             f"mean={fmt(self.mean_return, '.1f')} test={fmt(self.test_return, '.1f')} "
+            f"best={fmt(self.best_test, '.1f')} "
             f"samples/s={fmt(self.samples_per_s, '.0f')} updates={fmt(self.updates)} "
             f"updates/s={fmt(self.updates_per_s, '.1f')} buffer={fmt(self.buffer_fill)} "
             f"weights=v{fmt(self.weight_version)} worker_weights=v{fmt(self.worker_weight_version)} "
@@ -283,6 +285,9 @@ class StatusCollector:
             st.buffer_fill = trainer.get("buffer_fill")
             st.buffer_capacity = trainer.get("buffer_capacity")
             st.weight_version = trainer.get("weight_version")
+            best = trainer.get("best_test")
+            if isinstance(best, dict) and best.get("return") is not None:
+                st.best_test = float(best["return"])
         relay = self._relay_status()
         st.relay = relay
         if relay:
@@ -329,6 +334,7 @@ def render_status(st: RunStatus, config: TmrlConfig) -> Any:
         ("episodes", str(st.episodes)),
         ("return (last / mean of recent)", f"{fmt(st.last_return, '.1f')} / {fmt(st.mean_return, '.1f')}"),
         ("test return (deterministic)", fmt(st.test_return, ".1f")),
+        ("best test score (the kept best actor)", fmt(st.best_test, ".1f")),
         ("environment steps", str(st.env_steps)),
         ("samples/s (into the relay)", fmt(st.samples_per_s, ".0f")),
         ("updates (total, per second)", f"{fmt(st.updates)}  ({fmt(st.updates_per_s, '.1f')}/s)"),

@@ -20,7 +20,6 @@ with the score in its metadata (``best_test``). ``tmrl test`` drives that actor 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -33,6 +32,7 @@ from tmrl.rl.checkpoint import has_checkpoint
 from tmrl.rl.config import RLConfig
 from tmrl.rl.export import save_actor, save_arrays
 from tmrl.rl.learner import CHECKPOINT_DIR, Learner
+from tmrl.run import write_json_atomic
 from tmrl.spaces import ObservationSpec
 
 if TYPE_CHECKING:
@@ -44,13 +44,6 @@ BEST_ACTOR_FILE = "weights/best-actor.safetensors"
 # published actors kept for keep-the-best (a LIDAR test episode outlives about 30 publications)
 KEEP_BYTES = 128 << 20
 STATUS_FILE = "status/trainer.json"
-
-
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -172,8 +165,10 @@ class Trainer:
             self._rate = (now, self.learner.updates, self.learner.env_steps)
         self._status_t = now
         learner = self.learner
-        _write_json_atomic(
-            self.run_dir / STATUS_FILE,
+        path = self.run_dir / STATUS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            path,
             {
                 "time": time.time(),
                 "updates": learner.updates,
@@ -185,6 +180,7 @@ class Trainer:
                 "buffer_fill": len(learner.memory),
                 "buffer_capacity": learner.memory.ring.capacity,
                 "weight_version": learner.weight_version,
+                "best_test": learner.extra.get("best_test"),
             },
         )
 
