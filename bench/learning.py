@@ -75,6 +75,8 @@ VARIANTS = {
     # ablation: critics and actor of 128x128, half the matmul cost per update, so the one-core trainer reaches
     # the cap of 4 updates per sample at 25 Hz where 256x256 makes about 2.4
     "ours-128": {"model.hidden": "[128, 128]"},
+    # the game and the worker leave about 80 % of the second core idle: a second torch thread for the trainer
+    "ours-2threads": {"trainer.threads": "2"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -84,6 +86,7 @@ LABELS = {
     f"{TrainerConfig().publish_every} updates, test episodes trained on, "
     f"{1.0 / resolved_rtgym(EnvConfig()).time_step_s:.0f} Hz)",
     "ours-128": "tmrl defaults with MLP 128x128",
+    "ours-2threads": "tmrl defaults with 2 torch threads in the trainer",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",
@@ -444,6 +447,8 @@ def plot(doc: dict, path: Path) -> None:
         "ours-seed1": "tab:cyan",
         "ours-seed2": "navy",
         "ours-128": "tab:red",
+        "ours-seed3": "tab:green",
+        "ours-2threads": "magenta",
         "tmrl": "tab:orange",
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",
