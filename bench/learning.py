@@ -24,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -432,6 +433,30 @@ def figures(doc: dict) -> list[Figure]:
             else "",
         )
     )
+    # every 60-minute run of the defaults (trainer seeds 0, 1, ...): what a user should expect from one run
+    runs = {
+        k: v
+        for k, v in doc.get("variants", {}).items()
+        if re.fullmatch(r"ours(-seed\d+)?", k) and "final" in v
+    }
+    for key, name, target in (
+        ("default_track_mean", "default track", 900.0),
+        ("unseen_tracks_mean", "unseen tracks", 800.0),
+    ):
+        values = [v["final"][key] for v in runs.values() if v["final"].get(key) is not None]
+        if len(values) > 1:
+            figs.append(
+                absolute(
+                    f"final actor, {name}, mean over {len(values)} runs of the defaults",
+                    "return",
+                    round(float(np.mean(values)), 1),
+                    target,
+                    at_most=False,
+                    anchor=a_final.get(key),
+                    anchor_name="TMRL 0.7.1 SAC defaults, one run",
+                    note="runs: " + ", ".join(f"{k} {v['final'][key]:.0f}" for k, v in sorted(runs.items())),
+                )
+            )
     return figs
 
 
