@@ -24,7 +24,14 @@ from tmrl.rl.config import ModelConfig
 from tmrl.rl.export import actor_meta, actor_to_arrays, save_actor, save_arrays
 from tmrl.rl.models import Actor
 from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE
-from tmrl.worker import Policy, RolloutWorker, TimeoutCounter, VersionScorer, default_weights_path
+from tmrl.worker import (
+    Policy,
+    RolloutWorker,
+    TestSchedule,
+    TimeoutCounter,
+    VersionScorer,
+    default_weights_path,
+)
 
 
 def _spec(tmp_path: Path):
@@ -112,6 +119,39 @@ def test_version_scorer_scores_are_rising_means_of_whole_series(confirm: int, re
         assert n == confirm + 1
         assert score == pytest.approx(float(np.mean(returns[i - confirm : i + 1])))
         assert returns[i - confirm] > max((s for j, s, _n in scores if j < i), default=float("-inf"))
+
+
+@given(
+    st.integers(1, 6),
+    st.integers(0, 3),
+    st.integers(0, 8),
+    st.lists(st.floats(0.0, 1000.0, allow_nan=False), min_size=1, max_size=200),
+)
+def test_test_schedule_keeps_the_share_of_test_episodes(
+    test_every: int, confirm: int, no_weights: int, returns: list[float]
+) -> None:
+    """Confirming series or not, test episodes stay at most one in ``test_every + 1`` (plus one open series), a
+    series runs to its end, and episodes before the first weights do not pile up test episodes."""
+    scorer = VersionScorer(confirm)
+    schedule = TestSchedule(test_every, scorer)
+    for _ in range(no_weights):  # no actor yet: whatever is due is driven as a training episode
+        schedule.done(False)
+    kinds = []
+    for r in returns:
+        test = schedule.due()
+        in_series = scorer.open
+        kinds.append(test)
+        if in_series:
+            assert test  # an open series goes on at once
+        if test:
+            scorer.add(r)
+        schedule.done(test)
+    assert sum(kinds) <= len(kinds) / (test_every + 1) + 1 + confirm
+    assert kinds[: test_every + 1].count(True) <= 1 + confirm
+    if (
+        no_weights == 0 and len(kinds) > test_every
+    ):  # a fresh worker: test_every training episodes, then a test
+        assert kinds[: test_every + 1] == [False] * test_every + [True]
 
 
 def test_timeout_counter_counts_rtgym_warnings_from_threads(recwarn: pytest.WarningsRecorder) -> None:

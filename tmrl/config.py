@@ -90,7 +90,8 @@ class WorkerConfig(BaseModel):
         le=20,
         description="After a test episode that beats this worker's best test score, drive this many more test "
         "episodes with the same weights; the weight version's score is the mean of them all, and the trainer keeps "
-        "the actor with the best score (weights/best-actor.safetensors). 0 scores every test episode alone.",
+        "the actor with the best score (weights/best-actor.safetensors). They count against test_every (the next "
+        "test episode comes test_every training episodes later for each). 0 scores every test episode alone.",
     )
     random_until_weights: bool = Field(
         True, description="Act uniformly at random until the first weights arrive (warm-up exploration)."

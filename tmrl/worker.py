@@ -10,7 +10,8 @@ episode with the deterministic policy; its return is reported as a test return, 
 for training too unless ``worker.train_on_test`` is off. A test episode drives one weight version from start to
 end. One that beats the worker's best test score is confirmed by ``worker.confirm_episodes`` more test episodes
 with the same weights (``VersionScorer``); the last of them carries the version's score (their mean return), by
-which the trainer keeps the best actor.
+which the trainer keeps the best actor. The confirming episodes count against ``worker.test_every``
+(``TestSchedule``).
 
 Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, timeouts) and in
 ``<run dir>/status/worker-<id>.json`` (read by the live view of ``tmrl run``). Time-step timeouts are rtgym's
@@ -183,6 +184,28 @@ class VersionScorer:
         self.series = []
 
 
+class TestSchedule:
+    """When the next episode is a test episode: every ``test_every`` training episodes, and at once while a
+    ``VersionScorer`` series is open. The episodes of a series count against ``test_every``: after a series of 3
+    the next test episode comes after 3 x ``test_every`` training episodes, so confirming a score does not take
+    more of the time from exploration than one test episode every ``test_every`` does."""
+
+    def __init__(self, test_every: int, scorer: VersionScorer) -> None:
+        self.test_every = test_every
+        self.scorer = scorer
+        self.credit = 0
+
+    def due(self) -> bool:
+        return self.test_every > 0 and (self.scorer.open or self.credit >= self.test_every)
+
+    def done(self, test: bool) -> None:
+        """An episode ended (or was skipped: a test episode without weights counts as a training one)."""
+        if test:
+            self.credit -= self.test_every
+        else:  # capped: training episodes before the first weights do not pile up test episodes
+            self.credit = min(self.credit + 1, self.test_every)
+
+
 class RolloutWorker:
     """One worker: its env (and game), its relay client, its actor. ``run`` until ``stop`` is set."""
 
@@ -334,14 +357,13 @@ class RolloutWorker:
                 spec = env.observation_spec
                 recorder = TransitionRecorder(spec, initial_rows=max(256, 2 * self.config.relay.flush_steps))
                 policy = Policy(spec.action_dim, random_until_weights=cfg.random_until_weights)
-                since_test = 0
+                schedule = TestSchedule(cfg.test_every, self.scorer)
                 while not stop.is_set():
                     if cfg.max_episodes and self.stats.episodes >= cfg.max_episodes:
                         break
-                    due = self.scorer.open or (cfg.test_every > 0 and since_test >= cfg.test_every)
-                    test = due and policy.actor is not None
+                    test = schedule.due() and policy.actor is not None
                     self.run_episode(env, recorder, policy, stop, test=test)
-                    since_test = 0 if test else since_test + 1
+                    schedule.done(test)
                 self._flush(recorder, policy, last=True)
                 self._write_status(force=True)
             finally:
