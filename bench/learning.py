@@ -78,6 +78,8 @@ VARIANTS = {
     "ours-128": {"model.hidden": "[128, 128]"},
     # the game and the worker leave about 80 % of the second core idle: a second torch thread for the trainer
     "ours-2threads": {"trainer.threads": "2"},
+    # half the training episodes start standing at a random place on the track (test episodes at the line)
+    "ours-random-start": {"worker.random_start": "0.5"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -88,6 +90,7 @@ LABELS = {
     f"{1.0 / resolved_rtgym(EnvConfig()).time_step_s:.0f} Hz)",
     "ours-128": "tmrl defaults with MLP 128x128",
     "ours-2threads": "tmrl defaults with 2 torch threads in the trainer",
+    "ours-random-start": "tmrl defaults with half the training episodes starting at a random place",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",
@@ -474,6 +477,7 @@ def plot(doc: dict, path: Path) -> None:
         "ours-128": "tab:red",
         "ours-seed3": "tab:green",
         "ours-2threads": "magenta",
+        "ours-random-start": "black",
         "tmrl": "tab:orange",
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",

@@ -232,3 +232,21 @@ def test_missing_and_bad_files(tmp_path) -> None:
     bad.write_text(json.dumps(doc))
     with pytest.raises(RewardError, match="at least two finite"):
         load_trajectory(bad, "carracing")
+
+
+def test_carracing_scale_from_a_start_index() -> None:
+    """An episode that starts part-way along the trajectory earns only the progress beyond its start."""
+    cfg = TMRL_RULES
+    reward = CarRacingReward(tracker_for(circle(), cfg), cfg)
+    pts = reward.tracker.points
+    start = reward.tracker.nearest(pts[300] + 0.01)
+    assert start == 300
+    reward.reset(start)
+    assert reward.step(pts[300], False, 2)[0] == pytest.approx(-0.2)
+    assert reward.step(pts[350], False, 0)[0] == pytest.approx(cfg.lap_reward * 50 / (len(pts) - 1))
+    reward.reset()
+    assert reward.step(pts[350], False, 0)[0] == pytest.approx(cfg.lap_reward * 350 / (len(pts) - 1))
+    # ``last`` keeps the search off the end of the lap, which comes back next to its start.
+    near_start = pts[0] + 0.9 * (pts[-1] - pts[0])
+    assert reward.tracker.nearest(near_start) == len(pts) - 1
+    assert reward.tracker.nearest(near_start, last=len(pts) // 2) == 0

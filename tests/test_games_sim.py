@@ -105,3 +105,23 @@ def test_respawn_replays_like_a_fresh_track() -> None:
     assert np.array_equal(first, fresh)
     assert np.abs(again - fresh).max() < 1e-3
     assert sim.env.tile_visited_count == visited
+
+
+def test_respawn_on_a_tile_faces_the_driving_direction() -> None:
+    """A respawn onto a tile stands the car on it, still, heading along the track: gas alone drives it to the
+    next tiles, and the lap logic starts over with nothing but the tiles under the car visited."""
+    sim = RaceSim(0)
+    tile = sim.n_tiles // 3
+    sim.reset(tile)
+    x, z = sim.track_xy[tile]
+    f = sim.telemetry()
+    assert math.hypot(f.x - x, f.z - z) < 0.5 and f.speed < 1.0 and f.distance == 0.0
+    assert 0 < sim.env.tile_visited_count <= 3 and not sim.finished
+    for _ in range(60):
+        f = sim.tick(0.3, 0.0, 0.0)
+    nearest = int(np.argmin(np.hypot(sim.track_xy[:, 0] - f.x, sim.track_xy[:, 1] - f.z)))
+    assert tile < nearest <= tile + 10
+    with pytest.raises(ValueError, match="not on the track"):
+        sim.reset(sim.n_tiles)
+    sim.reset()
+    assert math.hypot(sim.telemetry().x - sim.track_xy[0, 0], sim.telemetry().z - sim.track_xy[0, 1]) < 0.5

@@ -32,7 +32,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from tmrl.envs.config import EnvConfig
 from tmrl.errors import ConfigError
@@ -44,6 +44,8 @@ CONFIG_FILE_NAME = "config.toml"
 ENV_PREFIX = "TMRL_"
 ENV_DATA_DIR = "TMRL_DATA_DIR"
 ENV_CONFIG_FILE = "TMRL_CONFIG"
+# Share of the built-in game's training episodes that start at a random place on the track (docs/learning.md).
+RANDOM_START_CARRACING = 0.5
 
 
 class RunConfig(BaseModel):
@@ -93,6 +95,15 @@ class WorkerConfig(BaseModel):
         "the actor with the best score (weights/best-actor.safetensors). They count against test_every (the next "
         "test episode comes test_every training episodes later for each). 0 scores every test episode alone.",
     )
+    random_start: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of training episodes that start standing at a random place on the track instead of "
+        "the start line, so every part of the track is practised from the first minutes, not only what the car "
+        "has learned to reach; test episodes always start at the line. None = per game: 0.5 on the built-in game, "
+        "0 on TrackMania (its car can only respawn at the start).",
+    )
     random_until_weights: bool = Field(
         True, description="Act uniformly at random until the first weights arrive (warm-up exploration)."
     )
@@ -119,6 +130,20 @@ class TmrlConfig(BaseModel):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @model_validator(mode="after")
+    def _check_random_start(self) -> TmrlConfig:
+        if self.env.game != "carracing" and self.worker.random_start:
+            raise ValueError(
+                f"worker.random_start needs the built-in game ({self.env.game} respawns only at the start line)"
+            )
+        return self
+
+    def random_start(self) -> float:
+        """``worker.random_start`` with its per-game default resolved."""
+        if self.worker.random_start is not None:
+            return self.worker.random_start
+        return RANDOM_START_CARRACING if self.env.game == "carracing" else 0.0
 
     @property
     def run_dir(self) -> Path:

@@ -11,9 +11,11 @@ for training too unless ``worker.train_on_test`` is off. A test episode drives o
 end. One that beats the worker's best test score is confirmed by ``worker.confirm_episodes`` more test episodes
 with the same weights (``VersionScorer``); the last of them carries the version's score (their mean return), by
 which the trainer keeps the best actor. The confirming episodes count against ``worker.test_every``
-(``TestSchedule``).
+(``TestSchedule``). On the built-in game, a share ``worker.random_start`` of the training episodes start
+standing at a random place on the track, so the policy practises every part of it from the start.
 
-Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, timeouts) and in
+Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, random_start,
+timeouts) and in
 ``<run dir>/status/worker-<id>.json`` (read by the live view of ``tmrl run``). Time-step timeouts are rtgym's
 "Time-step timed out" warnings, counted (never printed per step).
 """
@@ -220,6 +222,8 @@ class RolloutWorker:
             self.status_path = self.status_path.with_name(f"worker-{_safe(worker_id)}.json")
         self._pending_episodes: list[dict[str, Any]] = []
         self.scorer = VersionScorer(config.worker.confirm_episodes)
+        self.random_start = config.random_start()
+        self._start_rng = np.random.default_rng()
         self._last_flush = time.monotonic()
         self._last_status = 0.0
 
@@ -288,7 +292,8 @@ class RolloutWorker:
         flush_s = self.config.relay.flush_seconds
         timeouts_before = self._timeouts.count
         record = not test or self.config.worker.train_on_test
-        obs, _ = env.reset()
+        random_start = not test and self.random_start > 0 and self._start_rng.random() < self.random_start
+        obs, _ = env.reset(options={"random_start": True} if random_start else None)
         if record:
             recorder.reset(obs)
         ret, length, terminated, truncated, info = 0.0, 0, False, False, {}
@@ -323,6 +328,7 @@ class RolloutWorker:
             "length": length,
             "terminated": terminated,
             "test": test,
+            "random_start": random_start,
             "timeouts": self._timeouts.count - timeouts_before,
             "policy_version": policy.version,
             "progress": float(info.get("progress", 0.0)),

@@ -8,7 +8,7 @@ hands rtgym a placeholder; the env wrapper (``tmrl.envs.env``) re-raises it in t
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium.spaces as gspaces
 import numpy as np
@@ -17,10 +17,11 @@ from rtgym import RealTimeGymInterface
 from tmrl.envs.config import EnvConfig, resolved_reset_settle, resolved_rtgym
 from tmrl.envs.observations import ObservationBuilder, action_space, component_space
 from tmrl.envs.reward import CarRacingReward, TrajectoryReward
-from tmrl.errors import GameError, TmrlError
+from tmrl.errors import ConfigError, GameError, TmrlError
 
 if TYPE_CHECKING:
     from tmrl.games.base import Game
+    from tmrl.games.carracing.game import CarRacingGame
     from tmrl.games.telemetry import TelemetryFrame
 
 
@@ -43,6 +44,7 @@ class GameInterface(RealTimeGymInterface):
         self._counter = 0
         self._placeholder = [np.zeros(component_space(c).shape, c.dtype) for c in self.spec.components][:-1]
         self.control_times: list[float] | None = None  # set to a list to record when each control is sent
+        self.rng = np.random.default_rng()  # random starts; reseeded by reset(seed=...)
 
     # ---------------------------------------------------------------------------------------------- rtgym API
     def get_observation_space(self) -> gspaces.Tuple:
@@ -68,13 +70,16 @@ class GameInterface(RealTimeGymInterface):
         if self.error is not None:
             return list(self._placeholder), {}
         try:
+            if seed is not None:
+                self.rng = np.random.default_rng(seed)
+            tile, start_index, start_pos = self._start(bool((options or {}).get("random_start", False)))
             self.game.controller.neutral()
-            tel = self._respawn()
+            tel = self._respawn(tile, start_pos)
             if self.settle_s > 0:
                 time.sleep(self.settle_s)
                 self._counter, tel = self.game.telemetry.latest()
             frame = self.game.screen.grab()
-            self.reward.reset()
+            self.reward.reset(start_index)
             return self.builder.reset(frame, tel, 0.0), {}
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
@@ -118,18 +123,31 @@ class GameInterface(RealTimeGymInterface):
             raise exc
         raise GameError(f"the {self.game.name} environment failed: {type(exc).__name__}: {exc}") from exc
 
-    def _respawn(self) -> TelemetryFrame:
-        """Send the respawn command and wait until telemetry shows the car at the trajectory's start."""
+    def _start(self, random_start: bool) -> tuple[int, int, np.ndarray]:
+        """(track tile, trajectory index, car position) of the episode's start: the start line, or a random
+        place on the track when ``random_start`` (games that can put the car anywhere override this)."""
+        if random_start:
+            raise ConfigError(
+                f"random starts need a game that can put the car anywhere on the track; set "
+                f"worker.random_start = 0 for {self.game.name}"
+            )
+        return 0, 0, self.reward.tracker.points[0]
+
+    def _respawn_command(self, tile: int) -> None:
+        self.game.controller.respawn()
+
+    def _respawn(self, tile: int, start: np.ndarray) -> TelemetryFrame:
+        """Send the respawn command and wait until telemetry shows the car at ``start``."""
         telemetry = self.game.telemetry
         counter, _ = telemetry.latest()
-        self.game.controller.respawn()
-        start = self.reward.tracker.points[0]
+        self._respawn_command(tile)
         deadline = time.monotonic() + self.config.respawn_timeout_s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                where = "back at the start line" if tile == 0 else f"on track tile {tile}"
                 raise GameError(
-                    f"the {self.game.name} car was not seen back at the start line within "
+                    f"the {self.game.name} car was not seen {where} within "
                     f"{self.config.respawn_timeout_s:g} s after a respawn; check that the game runs the track "
                     "the reward trajectory was recorded on"
                 )
@@ -141,9 +159,28 @@ class GameInterface(RealTimeGymInterface):
 
 
 class CarRacingInterface(GameInterface):
-    """The built-in game: respawn is instant and puts the car exactly on the trajectory's first point."""
+    """The built-in game: respawn is instant and puts the car exactly on the trajectory's first point, or
+    anywhere on the track: a random start stands the car on a tile drawn uniformly from the first
+    ``RANDOM_START_SPAN`` of the lap (the rest is too close to the finish to teach much), facing the driving
+    direction, and the reward's progress starts from the trajectory point nearest that tile."""
 
     respawn_radius = 2.0
+    RANDOM_START_SPAN = 0.9
+
+    def _start(self, random_start: bool) -> tuple[int, int, np.ndarray]:
+        if not random_start:
+            return super()._start(False)
+        game = cast("CarRacingGame", self.game)
+        track = game.track
+        tile = int(self.rng.integers(0, int(len(track) * self.RANDOM_START_SPAN)))
+        tracker = self.reward.tracker
+        pos = np.array((track[tile, 0], 0.0, track[tile, 1]))
+        # Never the end of the trajectory, which loops back next to the start line.
+        index = tracker.nearest(pos, last=int(tracker.last_index * (self.RANDOM_START_SPAN + 0.05)))
+        return tile, index, pos
+
+    def _respawn_command(self, tile: int) -> None:
+        cast("CarRacingGame", self.game).controller.respawn(tile)
 
 
 class TM2020Interface(GameInterface):

@@ -135,8 +135,15 @@ class ProgressTracker:
     def last_index(self) -> int:
         return len(self.points) - 1
 
-    def reset(self) -> None:
-        self.index = 0
+    def reset(self, index: int = 0) -> None:
+        self.index = index
+
+    def nearest(self, pos: np.ndarray, last: int | None = None) -> int:
+        """Index of the point closest to ``pos`` among the first ``last + 1`` (all when None): where a car put
+        down anywhere on the track is along the trajectory."""
+        pts = self.points if last is None else self.points[: last + 1]
+        diff = pts - pos
+        return int(np.argmin(np.einsum("ij,ij->i", diff, diff)))
 
     def _forward(self, pos: np.ndarray) -> tuple[int, float]:
         """Closest point from ``self.index`` on, stopping after ``check_forward`` non-improving points.
@@ -202,7 +209,9 @@ class RewardFunction(Protocol):
 
     tracker: ProgressTracker
 
-    def reset(self) -> None: ...
+    def reset(self, start_index: int = 0) -> None:
+        """A new episode, the car at trajectory index ``start_index`` (0: the start line)."""
+        ...
 
     def step(self, pos: np.ndarray, finished: bool, frames_elapsed: int) -> tuple[float, bool]:
         """(reward, terminated) for the step that brought the car to ``pos``."""
@@ -241,8 +250,8 @@ class TrajectoryReward:
     def __post_init__(self) -> None:
         self.failure = _FailureCounter(self.config.min_steps, self.config.failure_countdown)
 
-    def reset(self) -> None:
-        self.tracker.reset()
+    def reset(self, start_index: int = 0) -> None:
+        self.tracker.reset(start_index)
         self.failure.reset()
 
     def step(self, pos: np.ndarray, finished: bool, frames_elapsed: int) -> tuple[float, bool]:
@@ -269,10 +278,10 @@ class CarRacingReward:
     def __post_init__(self) -> None:
         self.failure = _FailureCounter(self.config.min_steps, self.config.failure_countdown)
 
-    def reset(self) -> None:
-        self.tracker.reset()
+    def reset(self, start_index: int = 0) -> None:
+        self.tracker.reset(start_index)
         self.failure.reset()
-        self.high = 0
+        self.high = start_index
 
     def step(self, pos: np.ndarray, finished: bool, frames_elapsed: int) -> tuple[float, bool]:
         self.tracker.update(pos)

@@ -144,7 +144,9 @@ class GameProcess:
                     self.state.write_frame(self.renderer.render())
                 sock.sendall(ACK_RENDER)
             elif cmd == CMD_RESPAWN:
-                self.sim.reset()
+                # the owner writes the tile before the command; a tile off the track means the start line
+                tile = int(self.state.header[S.H_RESPAWN_TILE])
+                self.sim.reset(tile if 0 <= tile < self.sim.n_tiles else 0)
                 self.controls = (0.0, 0.0, 0.0)
                 self.state.header[S.H_RESPAWNS] += 1
                 if self.continuous:  # the next grab must not show the car before its respawn

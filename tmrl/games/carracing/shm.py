@@ -36,6 +36,7 @@ H_HEIGHT = 10
 H_PID = 11
 H_TICKS = 12
 H_RESPAWNS = 13
+H_RESPAWN_TILE = 14  # the track tile the next respawn puts the car on (0 = the start line)
 H_HEADER_LEN = 32
 
 STATE_STARTING = 0

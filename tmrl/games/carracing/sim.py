@@ -54,26 +54,34 @@ class RaceSim:
         self.steer = self.gas = self.brake = 0.0
         self.env.reset(seed=seed)  # builds the track for this seed (tens of ms)
 
-    def reset(self) -> None:
-        """Back to the start line of the same track, in about a millisecond.
+    def reset(self, tile: int = 0) -> None:
+        """Back to the start line of the same track (or onto ``tile``), in about a millisecond.
 
-        What ``CarRacing.reset(seed)`` does minus rebuilding the (identical) track: a new car on the first
-        tile, every tile unvisited, lap counters and game time at zero.
+        What ``CarRacing.reset(seed)`` does minus rebuilding the (identical) track: a new car standing on the
+        first tile (or on ``tile``, facing the driving direction), every tile unvisited, lap counters and game
+        time at zero. Raises ValueError for a tile outside the track.
         """
+        if not 0 <= tile < self.n_tiles:
+            raise ValueError(f"tile {tile} is not on the track (0..{self.n_tiles - 1})")
         env = self.env
         self.car.destroy()
-        tiles: list[Any] = list(env.road or ())
-        for tile in tiles:
-            tile.road_visited = False
+        road: list[Any] = list(env.road or ())
+        for piece in road:
+            piece.road_visited = False
         env.reward = env.prev_reward = 0.0
         env.tile_visited_count = 0
         env.t = 0.0
         env.new_lap = False
-        env.car = car_dynamics.Car(env.world, *env.track[0][1:4])
+        env.car = car_dynamics.Car(env.world, *env.track[tile][1:4])
         env.step(None)  # type: ignore[arg-type]  # CarRacing.reset ends with one actionless frame: so do we
         self.distance = 0.0
         self.finished = False
         self.steer = self.gas = self.brake = 0.0
+
+    @property
+    def n_tiles(self) -> int:
+        """Tiles of the track (also the points of ``track_xy``)."""
+        return len(self.env.track)
 
     @property
     def car(self) -> car_dynamics.Car:
