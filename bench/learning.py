@@ -71,15 +71,16 @@ TMRL_DEFAULTS = {
 }
 # Image observations (64x64 grayscale x 4, speed, gear, rpm) with the defaults otherwise.
 IMAGES = {"env.observation": '"images"'}
+# Sessions 5-8: every episode started at the start line (the defaults before random starts, session 9).
+FIXED_START = {"worker.random_start": "0"}
 VARIANTS = {
     "ours": {},
+    "fixed-start": FIXED_START,
     # ablation: critics and actor of 128x128, half the matmul cost per update, so the one-core trainer reaches
     # the cap of 4 updates per sample at 25 Hz where 256x256 makes about 2.4
-    "ours-128": {"model.hidden": "[128, 128]"},
+    "fixed-start-128": {**FIXED_START, "model.hidden": "[128, 128]"},
     # the game and the worker leave about 80 % of the second core idle: a second torch thread for the trainer
-    "ours-2threads": {"trainer.threads": "2"},
-    # half the training episodes start standing at a random place on the track (test episodes at the line)
-    "ours-random-start": {"worker.random_start": "0.5"},
+    "fixed-start-2threads": {**FIXED_START, "trainer.threads": "2"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -87,10 +88,10 @@ VARIANTS = {
 LABELS = {
     "ours": f"tmrl defaults (TMRL's SAC with batch {TrainerConfig().batch_size}, weights every "
     f"{TrainerConfig().publish_every} updates, test episodes trained on, "
-    f"{1.0 / resolved_rtgym(EnvConfig()).time_step_s:.0f} Hz)",
-    "ours-128": "tmrl defaults with MLP 128x128",
-    "ours-2threads": "tmrl defaults with 2 torch threads in the trainer",
-    "ours-random-start": "tmrl defaults with half the training episodes starting at a random place",
+    f"{1.0 / resolved_rtgym(EnvConfig()).time_step_s:.0f} Hz, half the training episodes from a random place)",
+    "fixed-start": "tmrl defaults of sessions 5-8: every episode from the start line",
+    "fixed-start-128": "sessions 5-8 defaults (every episode from the start line) with MLP 128x128",
+    "fixed-start-2threads": "sessions 5-8 defaults (every episode from the start line), 2 trainer threads",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",
@@ -436,30 +437,33 @@ def figures(doc: dict) -> list[Figure]:
             else "",
         )
     )
-    # every 60-minute run of the defaults (trainer seeds 0, 1, ...): what a user should expect from one run
-    runs = {
-        k: v
-        for k, v in doc.get("variants", {}).items()
-        if re.fullmatch(r"ours(-seed\d+)?", k) and "final" in v
-    }
-    for key, name, target in (
-        ("default_track_mean", "default track", 900.0),
-        ("unseen_tracks_mean", "unseen tracks", 800.0),
-    ):
-        values = [v["final"][key] for v in runs.values() if v["final"].get(key) is not None]
-        if len(values) > 1:
-            figs.append(
-                absolute(
-                    f"final actor, {name}, mean over {len(values)} runs of the defaults",
-                    "return",
-                    round(float(np.mean(values)), 1),
-                    target,
-                    at_most=False,
-                    anchor=a_final.get(key),
-                    anchor_name="TMRL 0.7.1 SAC defaults, one run",
-                    note="runs: " + ", ".join(f"{k} {v['final'][key]:.0f}" for k, v in sorted(runs.items())),
+    # every 60-minute run of the defaults (trainer seeds 0, 1, ...): what a user should expect from one run; and
+    # the same for the defaults before random starts, for comparison
+    for family, what in ((r"ours", "the defaults"), (r"fixed-start", "the session 5-8 defaults (fixed start)")):
+        runs = {
+            k: v
+            for k, v in doc.get("variants", {}).items()
+            if re.fullmatch(family + r"(-seed\d+)?", k) and "final" in v
+        }
+        for key, name, target in (
+            ("default_track_mean", "default track", 900.0),
+            ("unseen_tracks_mean", "unseen tracks", 800.0),
+        ):
+            values = [v["final"][key] for v in runs.values() if v["final"].get(key) is not None]
+            if len(values) > 1:
+                figs.append(
+                    absolute(
+                        f"final actor, {name}, mean over {len(values)} runs of {what}",
+                        "return",
+                        round(float(np.mean(values)), 1),
+                        target,
+                        at_most=False,
+                        anchor=a_final.get(key),
+                        anchor_name="TMRL 0.7.1 SAC defaults, one run",
+                        note="runs: "
+                        + ", ".join(f"{k} {v['final'][key]:.0f}" for k, v in sorted(runs.items())),
+                    )
                 )
-            )
     return figs
 
 
@@ -471,13 +475,14 @@ def plot(doc: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
     colors = {
-        "ours": "tab:blue",
-        "ours-seed1": "tab:cyan",
-        "ours-seed2": "navy",
-        "ours-128": "tab:red",
-        "ours-seed3": "tab:green",
-        "ours-2threads": "magenta",
-        "ours-random-start": "black",
+        "ours": "black",
+        "ours-seed2": "dimgray",
+        "fixed-start": "tab:blue",
+        "fixed-start-seed1": "tab:cyan",
+        "fixed-start-seed2": "navy",
+        "fixed-start-seed3": "tab:green",
+        "fixed-start-128": "tab:red",
+        "fixed-start-2threads": "magenta",
         "tmrl": "tab:orange",
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",

@@ -263,6 +263,23 @@ def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_tes
 
 
 @pytest.mark.timeout(240)
+def test_only_training_episodes_start_at_random_places(tmp_path: Path) -> None:
+    actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
+    with RelayThread(RelayConfig(port=0)) as relay:
+        config = _test_episode_config(tmp_path, relay, train_on_test=True)
+        config = config.model_copy(update={"worker": config.worker.model_copy(update={"random_start": 1.0})})
+        trainer = TrainerClient(config.relay)
+        try:
+            trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
+            stats = RolloutWorker(config, "w9").run()
+            batches = _collect(trainer, stats.samples, 3)
+        finally:
+            trainer.close()
+    episodes = _episodes(batches)
+    assert [(e["test"], e["random_start"]) for e in episodes] == [(False, True), (True, False), (False, True)]
+
+
+@pytest.mark.timeout(240)
 def test_an_unrecorded_test_episode_just_before_the_stop_is_reported(tmp_path: Path) -> None:
     """No rows carry its stats (``train_on_test`` off) and none follow: the worker's last flush sends them alone."""
     actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))

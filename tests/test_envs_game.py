@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tmrl.config import load_config
 from tmrl.envs.config import EnvConfig, RewardConfig, RtgymConfig, resolved_reward, resolved_rtgym
 from tmrl.envs.env import RealTimeEnv, make_env
 from tmrl.envs.observations import observation_spec
 from tmrl.envs.reward import Trajectory, save_trajectory
 from tmrl.errors import ConfigError, GameError, RewardError, TmrlError
 from tmrl.games import open_game
-from tmrl.games.carracing.pilot import track_centerline
+from tmrl.games.carracing.pilot import Pilot, track_centerline
 from tmrl.games.config import CarRacingConfig, TM2020Config
 
 SEED = 0
@@ -81,6 +82,51 @@ def test_lidar_env_drives_and_respawns(game, reward_file: Path) -> None:
         assert np.allclose(obs["lidar"][-1], first_scan, atol=0.05)  # the screen shows the start line again
     finally:
         env.close()
+
+
+def test_random_start_stands_the_car_on_the_track(game, reward_file: Path) -> None:
+    """A random start puts the car, still, on a track tile; the reward's progress starts at the trajectory
+    point next to it and pays for driving on from there; seeded resets repeat the tile; a plain reset goes back
+    to the start line."""
+    env = RealTimeEnv(env_config(reward_file), game, track_seed=SEED, owns_game=False)
+    track = track_centerline(SEED)
+    tracker = env.interface.reward.tracker
+    pilot = Pilot(track)
+    try:
+        starts = []
+        for seed in (1, 2, 3, 1):
+            obs, _ = env.reset(seed=seed, options={"random_start": True})
+            _, tel = game.telemetry.latest()
+            start = tracker.index
+            starts.append(start)
+            assert float(np.hypot(track[:, 0] - tel.x, track[:, 1] - tel.z).min()) < 0.5
+            assert math.hypot(tracker.points[start][0] - tel.x, tracker.points[start][2] - tel.z) < 0.5
+            assert 0 < start < tracker.last_index * 0.95
+            assert obs["speed"][0] < 0.05
+            pilot.reset()
+            ret = 0.0
+            for _ in range(40):
+                _, tel = game.telemetry.latest()
+                gas, brake, steer = pilot.action(tel)
+                _, r, terminated, _, info = env.step(np.array([gas, brake, steer], np.float32))
+                ret += r
+                assert not terminated
+            assert tracker.index > start and ret > 0.0
+            assert info["progress"] == pytest.approx(tracker.index / tracker.last_index)
+        assert starts[3] == starts[0] and len(set(starts)) == 3
+        env.reset()
+        _, tel = game.telemetry.latest()
+        assert tracker.index == 0 and math.hypot(tel.x - track[0, 0], tel.z - track[0, 1]) < 2.0
+    finally:
+        env.close()
+
+
+def test_random_start_needs_the_built_in_game(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="worker.random_start needs the built-in game"):
+        load_config(data_dir=tmp_path, environ={}, overrides=["env.game=tm2020", "worker.random_start=0.5"])
+    assert load_config(data_dir=tmp_path, environ={}, overrides=["env.game=tm2020"]).random_start() == 0.0
+    assert load_config(data_dir=tmp_path, environ={}).random_start() == 0.5
+    assert load_config(data_dir=tmp_path, environ={}, overrides=["worker.random_start=0"]).random_start() == 0.0
 
 
 @pytest.mark.parametrize("implementation", ["real-time-gym-ts-v1", "real-time-gym-v1"])
