@@ -439,7 +439,10 @@ def figures(doc: dict) -> list[Figure]:
     )
     # every 60-minute run of the defaults (trainer seeds 0, 1, ...): what a user should expect from one run; and
     # the same for the defaults before random starts, for comparison
-    for family, what in ((r"ours", "the defaults"), (r"fixed-start", "the session 5-8 defaults (fixed start)")):
+    for family, what in (
+        (r"ours", "the defaults"),
+        (r"fixed-start", "the session 5-8 defaults (fixed start)"),
+    ):
         runs = {
             k: v
             for k, v in doc.get("variants", {}).items()

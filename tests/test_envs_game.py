@@ -126,7 +126,9 @@ def test_random_start_needs_the_built_in_game(tmp_path: Path) -> None:
         load_config(data_dir=tmp_path, environ={}, overrides=["env.game=tm2020", "worker.random_start=0.5"])
     assert load_config(data_dir=tmp_path, environ={}, overrides=["env.game=tm2020"]).random_start() == 0.0
     assert load_config(data_dir=tmp_path, environ={}).random_start() == 0.5
-    assert load_config(data_dir=tmp_path, environ={}, overrides=["worker.random_start=0"]).random_start() == 0.0
+    assert (
+        load_config(data_dir=tmp_path, environ={}, overrides=["worker.random_start=0"]).random_start() == 0.0
+    )
 
 
 @pytest.mark.parametrize("implementation", ["real-time-gym-ts-v1", "real-time-gym-v1"])
