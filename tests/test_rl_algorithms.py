@@ -56,12 +56,14 @@ def test_presets_are_tmrl_defaults_and_validated() -> None:
         AlgorithmConfig(unknown=1)  # type: ignore[call-arg]
 
 
-def test_sac_critic_loss_uses_the_soft_target_and_only_termination_stops_bootstrap() -> None:
+@pytest.mark.parametrize("penalty", [0.0, 0.7])
+def test_sac_critic_loss_uses_the_soft_target_and_only_termination_stops_bootstrap(penalty: float) -> None:
     torch.manual_seed(0)
-    algo = AlgorithmConfig(gamma=0.9, alpha=0.3, learn_entropy=False)
+    algo = AlgorithmConfig(gamma=0.9, alpha=0.3, learn_entropy=False, step_penalty=penalty)
     sac = SAC(SPEC, algo, SMALL, CPU)
     before = copy.deepcopy(sac)
     b = minibatch()
+    rewards = b.reward.clone()
     torch.manual_seed(42)
     info = sac.update(b)
     # Recompute the critic loss from the networks as they were, with the same noise.
@@ -69,14 +71,15 @@ def test_sac_critic_loss_uses_the_soft_target_and_only_termination_stops_bootstr
     with torch.no_grad():
         a2, logp2 = before.actor(b.next_obs)
         q_next = before.critic_target(b.next_obs, a2).min(0).values
-        target = b.reward + 0.9 * (1 - b.terminated) * (q_next - 0.3 * logp2)
+        target = b.reward - penalty + 0.9 * (1 - b.terminated) * (q_next - 0.3 * logp2)
         q = before.critic(b.obs, b.action)
         expected = ((q - target) ** 2).mean()
     assert torch.allclose(info["losses/critic"], expected, rtol=1e-5)
     # truncated rows bootstrap: the target differs from the reward where truncated and not terminated
     assert b.truncated.any()
-    assert not torch.allclose(target[b.truncated], b.reward[b.truncated])
-    assert torch.equal(target[b.terminated == 1], b.reward[b.terminated == 1])
+    assert not torch.allclose(target[b.truncated], b.reward[b.truncated] - penalty)
+    assert torch.allclose(target[b.terminated == 1], b.reward[b.terminated == 1] - penalty)
+    assert torch.equal(b.reward, rewards)  # the penalty is not applied to the minibatch in place
 
 
 def test_sac_polyak_and_fixed_alpha() -> None:
@@ -158,7 +161,9 @@ def test_redq_updates_the_actor_every_g_critic_updates_with_a_subset_target() ->
 
 def test_redq_target_is_min_over_the_drawn_subset() -> None:
     torch.manual_seed(0)
-    algo = AlgorithmConfig(name="redq", redq_n=6, redq_m=2, redq_g=100, gamma=0.5, alpha=0.2)
+    algo = AlgorithmConfig(
+        name="redq", redq_n=6, redq_m=2, redq_g=100, gamma=0.5, alpha=0.2, step_penalty=0.3
+    )
     redq = REDQ(SPEC, algo, SMALL, CPU)
     before = copy.deepcopy(redq)
     b = minibatch()
@@ -169,6 +174,6 @@ def test_redq_target_is_min_over_the_drawn_subset() -> None:
         a2, logp2 = before.actor(b.next_obs)
         subset = torch.randperm(6)[:2]
         q_all = before.critic_target(b.next_obs, a2)
-        target = b.reward + 0.5 * (1 - b.terminated) * (q_all[subset].min(0).values - 0.2 * logp2)
+        target = b.reward - 0.3 + 0.5 * (1 - b.terminated) * (q_all[subset].min(0).values - 0.2 * logp2)
         expected = ((before.critic(b.obs, b.action) - target) ** 2).mean()
     assert torch.allclose(info["losses/critic"], expected, rtol=1e-5)

@@ -31,6 +31,12 @@ class AlgorithmConfig(_Strict):
     lr_entropy: float = Field(3e-4, gt=0, description="entropy coefficient learning rate (learned alpha)")
     betas: tuple[float, float] = Field((0.997, 0.997), description="Adam betas of every optimiser")
     gamma: float = Field(0.995, gt=0, le=1, description="discount factor")
+    step_penalty: float = Field(
+        0.0,
+        ge=0,
+        description="subtracted from every transition's reward in the critics' target: a time cost that pays "
+        "for speed. Training only: episode returns and test scores stay the env's rewards",
+    )
     polyak: float = Field(
         0.995, ge=0, le=1, description="target networks: target <- polyak*target + (1-p)*net"
     )

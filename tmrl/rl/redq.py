@@ -36,7 +36,8 @@ class REDQ(SAC):
             next_action, next_logp = self.actor(b.next_obs)
             subset = torch.randperm(n, device=self.device)[:m]
             next_q = self.critic_target(b.next_obs, next_action, subset).min(dim=0).values
-            target = b.reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
+            reward = b.reward - self.algo.step_penalty if self.algo.step_penalty else b.reward
+            target = reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
 
         # 2. Critic loss: every one of the N critics regresses on the same target.
         features = self.critic.features(b.obs)

@@ -74,7 +74,8 @@ class SAC:
         with torch.no_grad():
             next_action, next_logp = self.actor(b.next_obs)
             next_q = self.critic_target(b.next_obs, next_action).min(dim=0).values
-            target = b.reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
+            reward = b.reward - self.algo.step_penalty if self.algo.step_penalty else b.reward
+            target = reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
 
         # 2. Critic loss: squared error of every critic against the same target.
         features = self.critic.features(b.obs)
