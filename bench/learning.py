@@ -480,7 +480,7 @@ def plot(doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 7.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 8))
     colors = {
         "ours": "black",
         "ours-seed1": "silver",
@@ -531,7 +531,7 @@ def plot(doc: dict, path: Path) -> None:
     fig.suptitle(
         "Built-in game in real time, one worker, CPU (2 cores); variants (bench/learning.py): docs/learning.md"
     )
-    fig.tight_layout(rect=(0, 0.25, 1, 1))
+    fig.tight_layout(rect=(0, 0.29, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
