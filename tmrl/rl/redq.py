@@ -36,8 +36,7 @@ class REDQ(SAC):
             next_action, next_logp = self.actor(b.next_obs)
             subset = torch.randperm(n, device=self.device)[:m]
             next_q = self.critic_target(b.next_obs, next_action, subset).min(dim=0).values
-            reward = b.reward - self.algo.step_penalty if self.algo.step_penalty else b.reward
-            target = reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
+            target = self._soft_target(b, next_q, next_logp, alpha)
 
         # 2. Critic loss: every one of the N critics regresses on the same target.
         features = self.critic.features(b.obs)

@@ -74,8 +74,7 @@ class SAC:
         with torch.no_grad():
             next_action, next_logp = self.actor(b.next_obs)
             next_q = self.critic_target(b.next_obs, next_action).min(dim=0).values
-            reward = b.reward - self.algo.step_penalty if self.algo.step_penalty else b.reward
-            target = reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
+            target = self._soft_target(b, next_q, next_logp, alpha)
 
         # 2. Critic loss: squared error of every critic against the same target.
         features = self.critic.features(b.obs)
@@ -109,6 +108,12 @@ class SAC:
             "charts/q": q.detach().mean(),
             "charts/entropy": -logp.detach().mean(),
         }
+
+    def _soft_target(self, b: Minibatch, next_q: Tensor, next_logp: Tensor, alpha: Tensor) -> Tensor:
+        """Soft Bellman target; ``algorithm.step_penalty`` is taken off every reward, and only termination stops
+        the bootstrap (truncated rows bootstrap)."""
+        reward = b.reward - self.algo.step_penalty if self.algo.step_penalty else b.reward
+        return reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
 
     def _alpha_step(self, logp: Tensor) -> Tensor:
         if self.alpha_opt is None:
