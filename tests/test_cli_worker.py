@@ -23,6 +23,7 @@ from tmrl.net.testing import RelayThread
 from tmrl.rl.config import ModelConfig
 from tmrl.rl.export import actor_meta, actor_to_arrays, save_actor, save_arrays
 from tmrl.rl.models import Actor
+from tmrl.rl.transitions import TransitionRecorder
 from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE
 from tmrl.worker import (
     Policy,
@@ -31,6 +32,7 @@ from tmrl.worker import (
     TimeoutCounter,
     VersionScorer,
     default_weights_path,
+    recorded_end,
 )
 
 
@@ -152,6 +154,38 @@ def test_test_schedule_keeps_the_share_of_test_episodes(
         no_weights == 0 and len(kinds) > test_every
     ):  # a fresh worker: test_every training episodes, then a test
         assert kinds[: test_every + 1] == [False] * test_every + [True]
+
+
+@pytest.mark.parametrize("finish_bootstraps", [False, True])
+def test_the_finish_line_is_recorded_as_a_truncation_only_when_asked(
+    tmp_path: Path, finish_bootstraps: bool
+) -> None:
+    """A lap ending at the finish: rows recorded through the worker's rule; a crash stays a termination."""
+    spec = _spec(tmp_path)
+    obs = {c.name: np.zeros(c.policy_shape, np.float32) for c in spec.components}
+    recorder = TransitionRecorder(spec)
+    ends = [
+        (False, False, {"finished": False}),
+        (True, False, {"finished": True}),  # the finish line
+    ]
+    for _episode in range(2):
+        recorder.reset(obs)
+        for terminated, truncated, info in ends:
+            flags = recorded_end(terminated, truncated, info, finish_bootstraps)
+            recorder.step(np.zeros(3, np.float32), 1.0, *flags, obs)
+        ends[-1] = (True, False, {"finished": False})  # second episode: a crash (failure countdown)
+    rows = recorder.take()
+    assert rows is not None
+    # Each episode: 2 steps and its final observation row.
+    assert rows["terminated"].tolist() == [False, not finish_bootstraps, not finish_bootstraps] + [
+        False,
+        True,
+        True,
+    ]
+    assert rows["truncated"].tolist() == [False, finish_bootstraps, finish_bootstraps] + [False, False, False]
+    assert [e["terminated"] for e in recorder.pop_episodes()] == [not finish_bootstraps, True]
+    # A time limit stays a truncation either way.
+    assert recorded_end(False, True, {"finished": False}, finish_bootstraps) == (False, True)
 
 
 def test_timeout_counter_counts_rtgym_warnings_from_threads(recwarn: pytest.WarningsRecorder) -> None:

@@ -104,6 +104,13 @@ class WorkerConfig(BaseModel):
         "has learned to reach; test episodes always start at the line. None = per game: 0.5 on the built-in game, "
         "0 on TrackMania (its car can only respawn at the start).",
     )
+    finish_bootstraps: bool = Field(
+        False,
+        description="In the samples streamed to the trainer, record reaching the finish line as a truncation "
+        "(the critics bootstrap past it) instead of a termination. A LIDAR policy cannot see how far the finish "
+        "is and the road goes on past it, so a terminal finish makes the same observation worth a whole future "
+        "early in the lap and nothing at its end. The episode, its return and its statistics still end there.",
+    )
     random_until_weights: bool = Field(
         True, description="Act uniformly at random until the first weights arrive (warm-up exploration)."
     )

@@ -186,6 +186,16 @@ class VersionScorer:
         self.series = []
 
 
+def recorded_end(
+    terminated: bool, truncated: bool, info: Mapping[str, Any], finish_bootstraps: bool
+) -> tuple[bool, bool]:
+    """(terminated, truncated) as recorded for training: with ``worker.finish_bootstraps`` the step that reaches
+    the finish line is a truncation (the critics bootstrap past it); every other end is recorded as it came."""
+    if terminated and finish_bootstraps and info.get("finished", False):
+        return False, True
+    return terminated, truncated
+
+
 class TestSchedule:
     """When the next episode is a test episode: every ``test_every`` training episodes, and at once while a
     ``VersionScorer`` series is open. The episodes of a series count against ``test_every``: after a series of 3
@@ -308,7 +318,12 @@ class RolloutWorker:
             length += 1
             self.stats.steps += 1
             if record:
-                recorder.step(action, reward, terminated, truncated, obs)
+                recorder.step(
+                    action,
+                    reward,
+                    *recorded_end(terminated, truncated, info, self.config.worker.finish_bootstraps),
+                    obs,
+                )
             if terminated or truncated:
                 break  # the episode's last rows go with its stats, below
             if record and (len(recorder) >= flush_steps or time.monotonic() - self._last_flush >= flush_s):
