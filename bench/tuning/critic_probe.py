@@ -6,7 +6,7 @@ checkpoint's deterministic actor, and prints, every ``--every`` steps:
 
 - ``G``: the discounted return the lap actually collected from that step on (the run's gamma; the finish and a
   crash stop it);
-- ``Q``: the minimum of the twin critics for the actor's action, the value SAC trains the actor with;
+- ``Q``: the minimum of the critics for the actor's action, the value SAC trains the actor with;
 - ``dQ(gas 1)``: how much the critics think full gas (brake released, same steering) gains over the actor's action.
 
 Then the means over the lap, how often full gas looks better, and how far apart the two critics are for each action.
@@ -30,20 +30,21 @@ from tmrl.config import TmrlConfig, load_config
 from tmrl.envs.observations import observation_spec
 from tmrl.errors import TmrlError
 from tmrl.rl.checkpoint import load_checkpoint
+from tmrl.rl.config import RLConfig
+from tmrl.rl.learner import CHECKPOINT_DIR, build_algorithm
 from tmrl.rl.sac import SAC
-from tmrl.spaces import ObservationSpec
 
 GAS, BRAKE = 0, 1
 
 
 def load_run(run_dir: Path) -> tuple[SAC, TmrlConfig]:
-    """The run's SAC (critics, targets, actor) from its latest checkpoint, and its configuration."""
+    """The run's SAC or REDQ (critics, targets, actor) from its latest checkpoint, and its configuration."""
     config = load_config(
         data_dir=run_dir.parent.parent, config_file=run_dir / "config.toml", environ={}, create=False
     )
-    checkpoint = load_checkpoint(run_dir / "checkpoints", load_ring=False)
-    spec: ObservationSpec = observation_spec(config.env)
-    sac = SAC(spec, config.algorithm, config.model, torch.device("cpu"))
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_DIR, load_ring=False)
+    rl = RLConfig(algorithm=config.algorithm, model=config.model, trainer=config.trainer)
+    sac = build_algorithm(observation_spec(config.env), rl, torch.device("cpu"))
     sac.load_state_dict(checkpoint.tensors["algo"])
     return sac, config
 
