@@ -455,6 +455,7 @@ def figures(doc: dict) -> list[Figure]:
     for family, what in (
         (r"ours", "the defaults"),
         (r"fixed-start", "the session 5-8 defaults (fixed start)"),
+        (r"gamma-0\.99", "gamma 0.99"),
     ):
         runs = {
             k: v
@@ -494,9 +495,12 @@ def plot(doc: dict, path: Path) -> None:
         "ours": "black",
         "ours-seed1": "silver",
         "ours-seed2": "dimgray",
+        "ours-seed3": "lightsteelblue",
         "step-penalty": "gold",
         "finish-bootstrap": "tab:brown",
         "gamma-0.99": "olive",
+        "gamma-0.99-seed1": "yellowgreen",
+        "gamma-0.99-seed2": "darkolivegreen",
         "fixed-start": "tab:blue",
         "fixed-start-seed1": "tab:cyan",
         "fixed-start-seed2": "navy",
