@@ -500,7 +500,6 @@ def plot(doc: dict, path: Path) -> None:
         "finish-bootstrap": "tab:brown",
         "gamma-0.99": "olive",
         "gamma-0.99-seed1": "yellowgreen",
-        "gamma-0.99-seed2": "darkolivegreen",
         "fixed-start": "tab:blue",
         "fixed-start-seed1": "tab:cyan",
         "fixed-start-seed2": "navy",
