@@ -91,6 +91,10 @@ VARIANTS = {
     # lap collects (bench/tuning/critic_probe.py), an error that builds up over the horizon; and a crash seconds
     # ahead weighs less against speed now
     "gamma-0.99": {"algorithm.gamma": "0.99"},
+    # the final actor: test episodes alternate between finished laps and crashes up to the end of a run, and the
+    # last actor lost to the run's best on the unseen tracks in most runs; the actor and critic learning rates
+    # fall linearly to a tenth over minutes 40-59 (25 Hz), so the last actor settles where the run got to
+    "lr-decay": {"algorithm.lr_decay_steps": "[60000, 88000]", "algorithm.lr_final_scale": "0.1"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -105,6 +109,7 @@ LABELS = {
     "step-penalty": "tmrl defaults with a training time cost of 0.5 per step (algorithm.step_penalty)",
     "finish-bootstrap": "tmrl defaults, the finish line recorded as a truncation (worker.finish_bootstraps)",
     "gamma-0.99": "tmrl defaults with gamma 0.99 (a 4 s horizon at 25 Hz)",
+    "lr-decay": "tmrl defaults, learning rates falling to a tenth over minutes 40-59 (algorithm.lr_decay_steps)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",
@@ -500,6 +505,7 @@ def plot(doc: dict, path: Path) -> None:
         "finish-bootstrap": "tab:brown",
         "gamma-0.99": "olive",
         "gamma-0.99-seed1": "yellowgreen",
+        "lr-decay": "crimson",
         "fixed-start": "tab:blue",
         "fixed-start-seed1": "tab:cyan",
         "fixed-start-seed2": "navy",

@@ -107,6 +107,23 @@ def test_bad_overrides_name_key_and_source(tmp_path: Path, overrides, environ, n
         assert needle in msg
 
 
+def test_a_check_across_keys_blames_the_layer_that_set_one_last(tmp_path: Path) -> None:
+    path = tmp_path / CONFIG_FILE_NAME
+    path.write_text("[algorithm]\nredq_n = 10\nredq_m = 2\nlr_final_scale = 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, overrides=["algorithm.redq_m=11"])
+    assert "redq_m (11) must be <= redq_n (10)" in str(err.value) and "--set algorithm.redq_m=11" in str(
+        err.value
+    )
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, environ={"TMRL_ALGORITHM__LR_DECAY_STEPS": "[9, 8]"})
+    assert "lr_decay_steps [9, 8]" in str(err.value) and "TMRL_ALGORITHM__LR_DECAY_STEPS" in str(err.value)
+    path.write_text("[algorithm]\nredq_n = 3\nredq_m = 4\n")
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path)
+    assert str(path) in str(err.value)
+
+
 def test_bad_file_names_key_and_file(tmp_path: Path) -> None:
     path = tmp_path / CONFIG_FILE_NAME
     path.write_text('[trainer]\nbatch_size = 8\nbach = 1\n[relay]\nport = "x"\n')

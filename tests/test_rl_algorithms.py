@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tmrl.errors import ConfigError
 from tmrl.rl.config import PRESETS, AlgorithmConfig, ModelConfig, preset
@@ -54,6 +56,32 @@ def test_presets_are_tmrl_defaults_and_validated() -> None:
         AlgorithmConfig(redq_n=3, redq_m=4)
     with pytest.raises(ValueError):
         AlgorithmConfig(unknown=1)  # type: ignore[call-arg]
+
+
+def test_lr_decay_is_linear_from_start_to_end_steps_and_validated() -> None:
+    algo = AlgorithmConfig(lr_decay_steps=(1000, 3000), lr_final_scale=0.2)
+    assert [algo.lr_scale(s) for s in (0, 1000, 2000, 3000, 10_000)] == pytest.approx([1, 1, 0.6, 0.2, 0.2])
+    assert AlgorithmConfig().lr_scale(10**9) == 1.0
+    for bad in ((3000, 3000), (3000, 1000), (-1, 10)):
+        with pytest.raises(ValueError, match="lr_decay_steps"):
+            AlgorithmConfig(lr_decay_steps=bad)
+    with pytest.raises(ValueError):
+        AlgorithmConfig(lr_final_scale=1.5)
+
+
+@given(
+    start=st.integers(0, 10**6),
+    length=st.integers(1, 10**6),
+    final=st.floats(0, 1),
+    a=st.integers(0, 3 * 10**6),
+    b=st.integers(0, 3 * 10**6),
+)
+def test_lr_scale_never_increases_and_stays_between_final_and_one(
+    start: int, length: int, final: float, a: int, b: int
+) -> None:
+    algo = AlgorithmConfig(lr_decay_steps=(start, start + length), lr_final_scale=final)
+    lo, hi = sorted((a, b))
+    assert final <= algo.lr_scale(hi) <= algo.lr_scale(lo) <= 1.0
 
 
 @pytest.mark.parametrize("penalty", [0.0, 0.7])

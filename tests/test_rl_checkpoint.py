@@ -150,3 +150,30 @@ def test_model_file_is_loaded_without_pickle(tmp_path: Path) -> None:
     torch.save({"algo": argparse.Namespace(payload="not a tensor")}, path / "model.pt")
     with pytest.raises(CheckpointError, match="model.pt is corrupt"):
         load_checkpoint(tmp_path / "run" / CHECKPOINT_DIR)
+
+
+def test_learner_decays_the_learning_rates_with_environment_steps_and_after_a_resume(tmp_path: Path) -> None:
+    base = config("sac", 0)
+    algo = base.algorithm.model_copy(update={"lr_decay_steps": (100, 200), "lr_final_scale": 0.1})
+    cfg = base.model_copy(update={"algorithm": algo})
+
+    def rates(learner: Learner) -> tuple[float, float]:
+        a = learner.algo
+        return a.actor_opt.param_groups[0]["lr"], a.critic_opt.param_groups[0]["lr"]
+
+    a = Learner(SPEC, cfg, tmp_path / "run", tensorboard=False)
+    a.add_batch(0, rows(n_episodes=2))  # 62 rows: before the decay starts
+    a.train(2)
+    assert rates(a) == pytest.approx((1e-3, 1e-3))
+    a.add_batch(0, rows(n_episodes=3))  # 155 rows: 55 % of the way
+    a.update()
+    assert rates(a) == pytest.approx((1e-3 * 0.505, 1e-3 * 0.505))
+    assert a.gauges["charts/lr_scale"] == pytest.approx(0.505)
+    a.checkpoint()
+    a.close()
+
+    b = Learner(SPEC, cfg, tmp_path / "run", resume=True, tensorboard=False)
+    b.add_batch(0, rows(n_episodes=2))  # 217 rows: past the end
+    b.update()
+    assert rates(b) == pytest.approx((1e-4, 1e-4))
+    b.close()

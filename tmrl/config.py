@@ -208,7 +208,9 @@ class _Layers:
                 node[part] = child
             node = child
         node[path[-1]] = value
-        self.sources[".".join(path)] = source
+        key = ".".join(path)
+        self.sources.pop(key, None)  # re-inserted: the order of ``sources`` is the order values were last set
+        self.sources[key] = source
 
     def merge_file(self, doc: Mapping[str, Any], source: str, prefix: tuple[str, ...] = ()) -> None:
         for key, value in doc.items():
@@ -223,7 +225,8 @@ class _Layers:
     def source_of(self, loc: Sequence[str | int]) -> str | None:
         parts = [str(p) for p in loc]
         dotted = ".".join(parts)
-        for key, found in self.sources.items():
+        # An error about a whole section (a check across its keys) blames the layer that set one of them last.
+        for key, found in reversed(self.sources.items()):
             if key.startswith(dotted + "."):
                 return found
         while parts:

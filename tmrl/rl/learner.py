@@ -82,6 +82,9 @@ class Learner:
             MetricsWriter(self.run_dir, tensorboard=tensorboard) if self.run_dir is not None else None
         )
         self._pending: dict[str, torch.Tensor] = {}
+        self._lr_scale: float | None = (
+            None  # the factor last set on the optimisers (algorithm.lr_decay_steps)
+        )
         self.gauges: dict[str, float] = {}  # extra scalars the driver sets, logged with the training metrics
         self._returns: deque[float] = deque(maxlen=100)
         self._rate_t = time.perf_counter()
@@ -136,11 +139,21 @@ class Learner:
 
     def update(self) -> dict[str, torch.Tensor]:
         """One update on a fresh minibatch (ignores the throttle)."""
+        if self.config.algorithm.lr_decay_steps is not None:
+            self._apply_lr_scale()
         info = self.algo.update(self.memory.sample())
         self._pending = info
         if self.updates % self.config.trainer.log_every == 0:
             self.log_training()
         return info
+
+    def _apply_lr_scale(self) -> None:
+        # Set on every change, and once after a resume (the optimisers' saved rates are then overwritten).
+        scale = self.config.algorithm.lr_scale(self.env_steps)
+        if scale != self._lr_scale:
+            self.algo.set_lr_scale(scale)
+            self._lr_scale = scale
+            self.gauges["charts/lr_scale"] = scale
 
     def log_training(self) -> None:
         if self.metrics is None:

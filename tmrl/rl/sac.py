@@ -60,6 +60,12 @@ class SAC:
         self._critic_params: list[Tensor] = list(self.critic.parameters())
         self._target_params: list[Tensor] = list(self.critic_target.parameters())
 
+    def set_lr_scale(self, scale: float) -> None:
+        """Set the actor's and the critics' learning rates to ``scale`` times the configured ones."""
+        for opt, lr in ((self.actor_opt, self.algo.lr_actor), (self.critic_opt, self.algo.lr_critic)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+
     @property
     def alpha(self) -> Tensor:
         if self.alpha_opt is None:  # fixed: computed once
