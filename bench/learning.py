@@ -461,6 +461,7 @@ def figures(doc: dict) -> list[Figure]:
         (r"ours", "the defaults"),
         (r"fixed-start", "the session 5-8 defaults (fixed start)"),
         (r"gamma-0\.99", "gamma 0.99"),
+        (r"lr-decay", "learning-rate decay"),
     ):
         runs = {
             k: v
@@ -506,6 +507,7 @@ def plot(doc: dict, path: Path) -> None:
         "gamma-0.99": "olive",
         "gamma-0.99-seed1": "yellowgreen",
         "lr-decay": "crimson",
+        "lr-decay-seed1": "salmon",
         "fixed-start": "tab:blue",
         "fixed-start-seed1": "tab:cyan",
         "fixed-start-seed2": "navy",
