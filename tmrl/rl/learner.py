@@ -82,9 +82,8 @@ class Learner:
             MetricsWriter(self.run_dir, tensorboard=tensorboard) if self.run_dir is not None else None
         )
         self._pending: dict[str, torch.Tensor] = {}
-        self._lr_scale: float | None = (
-            None  # the factor last set on the optimisers (algorithm.lr_decay_steps)
-        )
+        # the factor last set on the optimisers (algorithm.lr_decay_steps); None: not set yet
+        self._lr_scale: float | None = None
         self.gauges: dict[str, float] = {}  # extra scalars the driver sets, logged with the training metrics
         self._returns: deque[float] = deque(maxlen=100)
         self._rate_t = time.perf_counter()
