@@ -95,6 +95,11 @@ VARIANTS = {
     # last actor lost to the run's best on the unseen tracks in most runs; the actor and critic learning rates
     # fall linearly to a tenth over minutes 40-59 (25 Hz), so the last actor settles where the run got to
     "lr-decay": {"algorithm.lr_decay_steps": "[60000, 88000]", "algorithm.lr_final_scale": "0.1"},
+    # laps on a knife edge: a checkpoint's lap flips between finished and crashed from one minute to the next. A
+    # spatial smoothness penalty (CAPS) makes the actor change its action less for small changes of what it sees
+    # (noise of 0.05 moved the default actor's actions by 0.1 per dimension; the penalty's gradient, 2 * 4 * 0.1,
+    # is then 0.8 against a critic gradient dQ/da of about 2 per dimension late in a run)
+    "smooth": {"algorithm.smooth_spatial": "4", "algorithm.smooth_sigma": "0.05"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -110,6 +115,7 @@ LABELS = {
     "finish-bootstrap": "tmrl defaults, the finish line recorded as a truncation (worker.finish_bootstraps)",
     "gamma-0.99": "tmrl defaults with gamma 0.99 (a 4 s horizon at 25 Hz)",
     "lr-decay": "tmrl defaults, learning rates falling to a tenth over minutes 40-59 (algorithm.lr_decay_steps)",
+    "smooth": "tmrl defaults with a spatial smoothness penalty on the actor (CAPS, algorithm.smooth_spatial 4)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",

@@ -205,3 +205,51 @@ def test_redq_target_is_min_over_the_drawn_subset() -> None:
         target = b.reward - 0.3 + 0.5 * (1 - b.terminated) * (q_all[subset].min(0).values - 0.2 * logp2)
         expected = ((before.critic(b.obs, b.action) - target) ** 2).mean()
     assert torch.allclose(info["losses/critic"], expected, rtol=1e-5)
+
+
+def _deterministic(sac: SAC, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    return sac.actor(obs, deterministic=True)[0]
+
+
+def test_smoothness_penalties_are_the_weighted_squared_action_distances() -> None:
+    torch.manual_seed(0)
+    b = minibatch()
+    temporal = SAC(SPEC, AlgorithmConfig(smooth_temporal=3.0), SMALL, CPU)
+    with torch.no_grad():
+        got = temporal._smoothness(b)
+        want = 3.0 * (_deterministic(temporal, b.obs) - _deterministic(temporal, b.next_obs)).pow(2).sum(-1).mean()
+    assert got is not None and torch.allclose(got, want)
+
+    spatial = SAC(SPEC, AlgorithmConfig(smooth_spatial=2.0, smooth_sigma=0.1), SMALL, CPU)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        got = spatial._smoothness(b)
+        torch.manual_seed(5)
+        noisy = {"state": b.obs["state"] + 0.1 * torch.randn_like(b.obs["state"])}
+        want = 2.0 * (_deterministic(spatial, b.obs) - _deterministic(spatial, noisy)).pow(2).sum(-1).mean()
+    assert got is not None and torch.allclose(got, want) and got > 0
+    assert SAC(SPEC, AlgorithmConfig(), SMALL, CPU)._smoothness(b) is None
+    info = spatial.update(b)
+    assert "losses/smooth" in info and "losses/smooth" not in SAC(SPEC, AlgorithmConfig(), SMALL, CPU).update(b)
+
+
+def test_spatial_smoothness_makes_the_actor_less_sensitive_to_observation_noise() -> None:
+    def sensitivity(weight: float) -> float:
+        torch.manual_seed(0)
+        sac = SAC(SPEC, AlgorithmConfig(lr_actor=3e-3, lr_critic=3e-3, smooth_spatial=weight), SMALL, CPU)
+        for i in range(150):
+            sac.update(minibatch(seed=i))
+        b = minibatch(b=512, seed=1000)
+        with torch.no_grad():
+            noisy = {"state": b.obs["state"] + 0.05 * torch.randn_like(b.obs["state"])}
+            return float((_deterministic(sac, b.obs) - _deterministic(sac, noisy)).pow(2).sum(-1).mean())
+
+    assert sensitivity(50.0) < 0.5 * sensitivity(0.0)
+
+
+def test_redq_actor_step_adds_the_smoothness_penalty() -> None:
+    torch.manual_seed(0)
+    algo = AlgorithmConfig(name="redq", redq_n=3, redq_m=2, redq_g=2, smooth_temporal=1.0)
+    redq = REDQ(SPEC, algo, SMALL, CPU)
+    assert "losses/smooth" not in redq.update(minibatch(seed=0))
+    assert float(redq.update(minibatch(seed=1))["losses/smooth"]) > 0

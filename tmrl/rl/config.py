@@ -49,6 +49,22 @@ class AlgorithmConfig(_Strict):
     polyak: float = Field(
         0.995, ge=0, le=1, description="target networks: target <- polyak*target + (1-p)*net"
     )
+    smooth_spatial: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a spatial smoothness penalty on the actor (CAPS, Mysore et al. 2021): the mean "
+        "squared distance between the deterministic actions at an observation and at the same observation with "
+        "Gaussian noise of std smooth_sigma on its float components; 0 turns it off",
+    )
+    smooth_temporal: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a temporal smoothness penalty on the actor (CAPS): the mean squared distance "
+        "between the deterministic actions at an observation and at the next one; 0 turns it off",
+    )
+    smooth_sigma: float = Field(
+        0.05, gt=0, description="std of the observation noise of smooth_spatial (float components, unscaled)"
+    )
     alpha: float = Field(0.01, gt=0, description="entropy coefficient (initial value when learned)")
     learn_entropy: bool = Field(False, description="tune alpha towards target_entropy")
     target_entropy: float | None = Field(-0.5, description="entropy target; None means -action_dim")

@@ -53,8 +53,9 @@ class REDQ(SAC):
             action, logp = self.actor(b.obs)
             q_pi = self.critic.head(features.detach(), action).mean(dim=0)
             actor_loss = (alpha * logp - q_pi).mean()
+            smooth = self._smoothness(b)
             self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward(inputs=self._actor_params)
+            (actor_loss if smooth is None else actor_loss + smooth).backward(inputs=self._actor_params)
             self.actor_opt.step()
             # 4. Entropy coefficient, with the actor.
             alpha_loss = self._alpha_step(logp)
@@ -63,6 +64,8 @@ class REDQ(SAC):
                 "losses/alpha": alpha_loss,
                 "charts/entropy": -logp.detach().mean(),
             }
+            if smooth is not None:
+                self._last_actor["losses/smooth"] = smooth.detach()
         return {
             "losses/critic": critic_loss.detach(),
             "charts/alpha": alpha,

@@ -96,8 +96,9 @@ class SAC:
         action, logp = self.actor(b.obs)
         q_pi = self.critic.head(features.detach(), action).min(dim=0).values
         actor_loss = (alpha * logp - q_pi).mean()
+        smooth = self._smoothness(b)
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=self._actor_params)
+        (actor_loss if smooth is None else actor_loss + smooth).backward(inputs=self._actor_params)
         self.actor_opt.step()
 
         # 4. Entropy coefficient towards the target entropy.
@@ -106,7 +107,7 @@ class SAC:
         # 5. Polyak averaging of the target critics: target <- polyak * target + (1 - polyak) * critic.
         self._polyak()
         self.updates += 1
-        return {
+        out = {
             "losses/critic": critic_loss.detach(),
             "losses/actor": actor_loss.detach(),
             "losses/alpha": alpha_loss,
@@ -114,6 +115,35 @@ class SAC:
             "charts/q": q.detach().mean(),
             "charts/entropy": -logp.detach().mean(),
         }
+        if smooth is not None:
+            out["losses/smooth"] = smooth.detach()
+        return out
+
+    def _smoothness(self, b: Minibatch) -> Tensor | None:
+        """CAPS penalties on the deterministic actor (None when both weights are 0): ``smooth_spatial`` times the
+        mean squared action distance between each observation and a copy with Gaussian noise on its float
+        components, plus ``smooth_temporal`` times the same between each observation and the next one. One
+        batched forward pass covers all the observations involved."""
+        lam_s, lam_t = self.algo.smooth_spatial, self.algo.smooth_temporal
+        if lam_s == 0.0 and lam_t == 0.0:
+            return None
+        groups: list[dict[str, Tensor]] = [b.obs]
+        if lam_s:
+            sigma = self.algo.smooth_sigma
+            groups.append(
+                {k: v + sigma * torch.randn_like(v) if v.is_floating_point() else v for k, v in b.obs.items()}
+            )
+        if lam_t:
+            groups.append(b.next_obs)
+        stacked = {k: torch.cat([g[k] for g in groups]) for k in b.obs}
+        actions = self.actor(stacked, deterministic=True)[0].chunk(len(groups))
+        loss = self._zero
+        rest = iter(actions[1:])
+        if lam_s:
+            loss = loss + lam_s * (actions[0] - next(rest)).pow(2).sum(-1).mean()
+        if lam_t:
+            loss = loss + lam_t * (actions[0] - next(rest)).pow(2).sum(-1).mean()
+        return loss
 
     def _soft_target(self, b: Minibatch, next_q: Tensor, next_logp: Tensor, alpha: Tensor) -> Tensor:
         """Soft Bellman target; ``algorithm.step_penalty`` is taken off every reward, and only termination stops
