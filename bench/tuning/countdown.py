@@ -2,10 +2,11 @@
 
 ``python -m bench.tuning.countdown ACTOR --tracks 0,1,2,3,4,5 --countdowns 12,50,1250``
 
-Drives the deterministic actor on the synchronous proxy (``bench/tuning/proxy.py``) on each track and clock phase,
-once per ``reward.failure_countdown`` (the env's defaults otherwise), and prints the returns and the share of the lap reached. A failure that a
-longer countdown turns into a finished lap was an excursion the car came back from; one that ends at the same
-place with every countdown is a crash.
+Drives the deterministic actor on the synchronous proxy (``bench/tuning/proxy.py``) on each track and clock
+phase, once per ``reward.failure_countdown`` (the env's defaults otherwise, so an actor trained with other timing
+is driven at the default one), and prints the returns and the share of the lap reached. A failure that a longer
+countdown turns into a finished lap was an excursion the car came back from; one that ends at the same place
+with every countdown is a crash.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> None:
     try:
         actor = load_actor(args.actor)
     except (TmrlError, OSError) as e:
-        raise SystemExit(f"cannot load the actor {args.actor}: {e}") from None
+        raise SystemExit(f"cannot load the actor: {e}") from None
     for countdown in args.countdowns:
         env = ProxyEnv(EnvConfig(reward=RewardConfig(failure_countdown=countdown)), args.tracks)
         try:
