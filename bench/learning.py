@@ -518,7 +518,7 @@ def plot(doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 9))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 10))
     colors = {
         "ours": "black",
         "ours-seed1": "silver",
@@ -579,7 +579,7 @@ def plot(doc: dict, path: Path) -> None:
     fig.suptitle(
         "Built-in game in real time, one worker, CPU (2 cores); variants (bench/learning.py): docs/learning.md"
     )
-    fig.tight_layout(rect=(0, 0.36, 1, 1))
+    fig.tight_layout(rect=(0, 0.4, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
