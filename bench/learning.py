@@ -69,12 +69,18 @@ TMRL_DEFAULTS = {
     "env.reward.min_steps": "70",
     "env.reward.failure_countdown": "10",
 }
-# Image observations (64x64 grayscale x 4, speed, gear, rpm) with the defaults otherwise.
-IMAGES = {"env.observation": '"images"'}
+# The defaults of sessions 9-15 (25 Hz, 2 physics frames per step): the time step that sets everything counted in
+# steps (limits, gamma's horizon, alpha's bonus per second), so the variants run then keep their meaning.
+HZ25 = {"env.rtgym.time_step_s": "0.04"}
+# Image observations (64x64 grayscale x 4, speed, gear, rpm) with the defaults otherwise (as run: at 25 Hz).
+IMAGES = {**HZ25, "env.observation": '"images"'}
 # Sessions 5-8: every episode started at the start line (the defaults before random starts, session 9).
-FIXED_START = {"worker.random_start": "0"}
+FIXED_START = {**HZ25, "worker.random_start": "0"}
 VARIANTS = {
+    # 50 Hz since session 16: rtgym applies an action one time step after the observation it answers, so 50 Hz
+    # (one physics frame per step) answers in 20 ms where 25 Hz took 40 ms (sessions 14-15 ran it as "50hz")
     "ours": {},
+    "25hz": HZ25,
     "fixed-start": FIXED_START,
     # ablation: critics and actor of 128x128, half the matmul cost per update, so the one-core trainer reaches
     # the cap of 4 updates per sample at 25 Hz where 256x256 makes about 2.4
@@ -83,36 +89,23 @@ VARIANTS = {
     "fixed-start-2threads": {**FIXED_START, "trainer.threads": "2"},
     # speed: the laps that finish take 23-33 s and 900 needs under 20 s; a time cost of 0.5 per time step in the
     # critics' target (on top of CarRacing's 0.2) makes each lost second cost 3.5 times as much in training
-    "step-penalty": {"algorithm.step_penalty": "0.5"},
+    "step-penalty": {**HZ25, "algorithm.step_penalty": "0.5"},
     # the LIDAR critics cannot see where the lap ends: a terminal finish makes their targets depend on something
     # unobserved (the return-to-go near the line is a fraction of the one mid-lap for the same view of the road)
-    "finish-bootstrap": {"worker.finish_bootstraps": "true"},
+    "finish-bootstrap": {**HZ25, "worker.finish_bootstraps": "true"},
     # a horizon of 4 s instead of 8 s: mid-lap the critics' Q is 55-70 % of the discounted return the deterministic
     # lap collects (bench/tuning/critic_probe.py), an error that builds up over the horizon; and a crash seconds
     # ahead weighs less against speed now
-    "gamma-0.99": {"algorithm.gamma": "0.99"},
+    "gamma-0.99": {**HZ25, "algorithm.gamma": "0.99"},
     # the final actor: test episodes alternate between finished laps and crashes up to the end of a run, and the
     # last actor lost to the run's best on the unseen tracks in most runs; the actor and critic learning rates
     # fall linearly to a tenth over minutes 40-59 (25 Hz), so the last actor settles where the run got to
-    "lr-decay": {"algorithm.lr_decay_steps": "[60000, 88000]", "algorithm.lr_final_scale": "0.1"},
+    "lr-decay": {**HZ25, "algorithm.lr_decay_steps": "[60000, 88000]", "algorithm.lr_final_scale": "0.1"},
     # laps on a knife edge: a checkpoint's lap flips between finished and crashed from one minute to the next. A
     # spatial smoothness penalty (CAPS) makes the actor change its action less for small changes of what it sees
     # (noise of 0.05 moved the default actor's actions by 0.1 per dimension; the penalty's gradient, 2 * 4 * 0.1,
     # is then 0.8 against a critic gradient dQ/da of about 2 per dimension late in a run)
-    "smooth": {"algorithm.smooth_spatial": "4", "algorithm.smooth_sigma": "0.05"},
-    # latency: rtgym applies an action one time step after the observation it answers, and cutting that delay
-    # from 60 to 40 ms (session 5) made the laps faster and surer. 50 Hz (one physics frame per step) cuts it to
-    # 20 ms. What is counted in steps keeps its duration in seconds (limits, gamma's 8 s horizon), and alpha is
-    # halved with the step: the entropy bonus is paid every step, so per second of driving it stays the same
-    # (time-discretisation invariance, Tallec et al. 2019)
-    "50hz": {
-        "env.rtgym.time_step_s": "0.02",
-        "env.rtgym.ep_max_length": "2500",
-        "env.reward.min_steps": "175",
-        "env.reward.failure_countdown": "25",
-        "algorithm.gamma": "0.9975",
-        "algorithm.alpha": "0.005",
-    },
+    "smooth": {**HZ25, "algorithm.smooth_spatial": "4", "algorithm.smooth_sigma": "0.05"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -120,19 +113,20 @@ VARIANTS = {
 LABELS = {
     "ours": f"tmrl defaults (TMRL's SAC with batch {TrainerConfig().batch_size}, weights every "
     f"{TrainerConfig().publish_every} updates, test episodes trained on, "
-    f"{1.0 / resolved_rtgym(EnvConfig()).time_step_s:.0f} Hz, half the training episodes from a random place)",
-    "fixed-start": "tmrl defaults of sessions 5-8: every episode from the start line",
-    "fixed-start-128": "sessions 5-8 defaults (every episode from the start line) with MLP 128x128",
-    "fixed-start-2threads": "sessions 5-8 defaults (every episode from the start line), 2 trainer threads",
-    "step-penalty": "tmrl defaults with a training time cost of 0.5 per step (algorithm.step_penalty)",
-    "finish-bootstrap": "tmrl defaults, the finish line recorded as a truncation (worker.finish_bootstraps)",
-    "gamma-0.99": "tmrl defaults with gamma 0.99 (a 4 s horizon at 25 Hz)",
-    "lr-decay": "tmrl defaults, learning rates falling to a tenth over minutes 40-59 (algorithm.lr_decay_steps)",
-    "smooth": "tmrl defaults with a spatial smoothness penalty on the actor (CAPS, algorithm.smooth_spatial 4)",
-    "50hz": "tmrl defaults at 50 Hz (20 ms of action delay; step-counted limits, gamma and alpha scaled)",
+    f"{1.0 / resolved_rtgym(EnvConfig()).time_step_s:.0f} Hz with gamma and alpha per second of game time, half "
+    "the training episodes from a random place)",
+    "25hz": "tmrl defaults of sessions 9-15: 25 Hz (40 ms of action delay), TMRL's gamma and alpha per step",
+    "fixed-start": "tmrl defaults of sessions 5-8: 25 Hz, every episode from the start line",
+    "fixed-start-128": "sessions 5-8 defaults (25 Hz, every episode from the start line) with MLP 128x128",
+    "fixed-start-2threads": "sessions 5-8 defaults (25 Hz, every episode from the start line), 2 trainer threads",
+    "step-penalty": "25 Hz defaults with a training time cost of 0.5 per step (algorithm.step_penalty)",
+    "finish-bootstrap": "25 Hz defaults, the finish line recorded as a truncation (worker.finish_bootstraps)",
+    "gamma-0.99": "25 Hz defaults with gamma 0.99 (a 4 s horizon at 25 Hz)",
+    "lr-decay": "25 Hz defaults, learning rates falling to a tenth over minutes 40-59 (algorithm.lr_decay_steps)",
+    "smooth": "25 Hz defaults with a spatial smoothness penalty on the actor (CAPS, algorithm.smooth_spatial 4)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
-    "images-cnn": "images, CNN (defaults otherwise)",
-    "images-mobilenet": "images, MobileNetV3-small (defaults otherwise)",
+    "images-cnn": "images, CNN (25 Hz defaults otherwise)",
+    "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
 }
 
 
@@ -478,12 +472,12 @@ def figures(doc: dict) -> list[Figure]:
     # every 60-minute run of the defaults (trainer seeds 0, 1, ...): what a user should expect from one run; and
     # the same for the defaults before random starts, for comparison
     for family, what in (
-        (r"ours", "the defaults"),
-        (r"fixed-start", "the session 5-8 defaults (fixed start)"),
-        (r"gamma-0\.99", "gamma 0.99"),
-        (r"lr-decay", "learning-rate decay"),
-        (r"smooth", "the actor smoothness penalty"),
-        (r"50hz", "50 Hz time steps"),
+        (r"ours", "the defaults (50 Hz)"),
+        (r"25hz", "the session 9-15 defaults (25 Hz)"),
+        (r"fixed-start", "the session 5-8 defaults (25 Hz, fixed start)"),
+        (r"gamma-0\.99", "gamma 0.99 (25 Hz)"),
+        (r"lr-decay", "learning-rate decay (25 Hz)"),
+        (r"smooth", "the actor smoothness penalty (25 Hz)"),
     ):
         runs = {
             k: v
@@ -521,9 +515,12 @@ def plot(doc: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(14, 10))
     colors = {
         "ours": "black",
-        "ours-seed1": "silver",
-        "ours-seed2": "dimgray",
-        "ours-seed3": "lightsteelblue",
+        "ours-seed1": "dimgray",
+        "ours-seed2": "silver",
+        "25hz": "teal",
+        "25hz-seed1": "turquoise",
+        "25hz-seed2": "cadetblue",
+        "25hz-seed3": "lightsteelblue",
         "step-penalty": "gold",
         "finish-bootstrap": "tab:brown",
         "gamma-0.99": "olive",
@@ -532,8 +529,6 @@ def plot(doc: dict, path: Path) -> None:
         "lr-decay-seed1": "salmon",
         "smooth": "darkviolet",
         "smooth-seed1": "violet",
-        "50hz": "teal",
-        "50hz-seed1": "turquoise",
         "fixed-start": "tab:blue",
         "fixed-start-seed1": "tab:cyan",
         "fixed-start-seed2": "navy",

@@ -165,3 +165,15 @@ def test_snapshot_round_trip(tmp_path: Path) -> None:
     again = load_config(data_dir=tmp_path, config_file=snap, environ={})
     assert again == config
     assert again.relay.secret.get_secret_value() == "s3cr3t"
+
+
+def test_gamma_and_alpha_are_resolved_for_the_games_time_step(tmp_path: Path) -> None:
+    def rl(*sets: str) -> tuple[float | None, float | None]:
+        algo = _load(tmp_path, overrides=list(sets)).rl().algorithm
+        return algo.gamma, algo.alpha
+
+    # The built-in game at 50 Hz keeps the 8 s horizon and the entropy bonus per second tuned at 25 Hz.
+    assert rl() == pytest.approx((0.9975, 0.005))
+    assert rl("env.rtgym.time_step_s=0.04") == pytest.approx((0.995, 0.01))
+    assert rl('env.game="tm2020"') == pytest.approx((0.995, 0.01))  # TMRL's, at its 20 Hz
+    assert rl("algorithm.gamma=0.99", "algorithm.alpha=0.2") == (0.99, 0.2)  # set values are used as set

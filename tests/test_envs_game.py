@@ -148,38 +148,64 @@ def test_truncation_at_step_limit(game, reward_file: Path, implementation: str) 
 
 def test_timing_defaults_per_game() -> None:
     built_in, tm = resolved_rtgym(EnvConfig()), resolved_rtgym(EnvConfig(game="tm2020"))
-    # The built-in game: 25 Hz (2 physics frames a step), capture at the end of the step, 50 s episodes.
-    assert (built_in.time_step_s, built_in.start_obs_capture_s, built_in.ep_max_length) == (0.04, 0.04, 1250)
+    # The built-in game: 50 Hz (one physics frame a step), capture at the end of the step, 50 s episodes.
+    assert (built_in.time_step_s, built_in.start_obs_capture_s, built_in.ep_max_length) == (0.02, 0.02, 2500)
     assert (tm.time_step_s, tm.start_obs_capture_s, tm.ep_max_length) == (0.05, 0.04, 1000)  # TMRL's
     rules = {g: resolved_reward(EnvConfig(game=g)) for g in ("carracing", "tm2020")}
-    assert (rules["carracing"].min_steps, rules["carracing"].failure_countdown) == (88, 12)
+    assert (rules["carracing"].min_steps, rules["carracing"].failure_countdown) == (175, 25)
     assert (rules["tm2020"].min_steps, rules["tm2020"].failure_countdown) == (70, 10)
-    # Set values win; the built-in game's capture follows a changed time step to its end.
+    # Set values win; the built-in game's capture follows a changed time step to its end, and the step-counted
+    # limits keep their durations in seconds (3.5 s, 0.5 s, 50 s: at 25 Hz 87.5 and 12.5 steps, ties to even).
     mine = resolved_rtgym(EnvConfig(rtgym=RtgymConfig(time_step_s=0.05, ep_max_length=7)))
     assert (mine.time_step_s, mine.start_obs_capture_s, mine.ep_max_length) == (0.05, 0.05, 7)
+    at25 = EnvConfig(rtgym=RtgymConfig(time_step_s=0.04))
+    assert resolved_rtgym(at25).ep_max_length == 1250
+    assert (resolved_reward(at25).min_steps, resolved_reward(at25).failure_countdown) == (88, 12)
     mine = resolved_rtgym(EnvConfig(game="tm2020", rtgym=RtgymConfig(time_step_s=0.03)))
     assert mine.start_obs_capture_s == 0.03
     assert resolved_reward(EnvConfig(reward=RewardConfig(min_steps=0))).min_steps == 0
 
 
-def test_action_acts_one_time_step_after_its_observation(game, reward_file: Path) -> None:
-    """rtgym's timing at the defaults: ``step(a_t)`` returns an observation captured while ``a_{t-1}`` drives."""
+def steering_seen(game, reward_file: Path, time_step_s: float) -> tuple[list[float], list[float]]:
+    """Steer along a ramp and return the steering angle each observation shows, with the ramp."""
+    rtgym = RtgymConfig(time_step_s=time_step_s)
     env = RealTimeEnv(
-        env_config(reward_file, extra_telemetry=("steer",)), game, track_seed=SEED, owns_game=False
+        env_config(reward_file, rtgym=rtgym, extra_telemetry=("steer",)),
+        game,
+        track_seed=SEED,
+        owns_game=False,
     )
     try:
         env.reset()
-        ramp = [np.float32(round(-0.9 + 0.06 * i, 2)) for i in range(30)]
+        ramp = [float(np.float32(round(-0.9 + 0.06 * i, 2))) for i in range(30)]
         seen = []
         for steer in ramp:
             obs, _, terminated, truncated, _ = env.step(np.array([0.3, -1.0, steer], np.float32))
             seen.append(float(obs["steer"][0]))
             if terminated or truncated:
                 break
-        matches = sum(abs(s - a) < 1e-3 for s, a in zip(seen[1:], ramp, strict=False))
-        assert matches >= 0.9 * (len(seen) - 1), (seen, ramp)
+        return seen, ramp
     finally:
         env.close()
+
+
+def test_action_acts_one_time_step_after_its_observation(game, reward_file: Path) -> None:
+    """rtgym's timing: ``step(a_t)`` returns an observation captured while ``a_{t-1}`` drives.
+
+    At 25 Hz (two physics frames a step) the game has always applied ``a_{t-1}`` by the capture at the end of the
+    step. At the 50 Hz default a step is one physics frame, so the capture and the game's tick race: most
+    observations show ``a_{t-1}``, the rest ``a_{t-2}`` (never a newer one, which would break causality, nor an
+    older one). The observation's ``prev_actions`` carry both, so the policy is not misled either way.
+    """
+    seen, ramp = steering_seen(game, reward_file, 0.04)
+    exact = sum(abs(s - a) < 1e-3 for s, a in zip(seen[1:], ramp, strict=False))
+    assert exact >= 0.9 * (len(seen) - 1), (seen, ramp)
+
+    seen, ramp = steering_seen(game, reward_file, 0.02)
+    previous = [abs(s - a) < 1e-3 for s, a in zip(seen[2:], ramp[1:], strict=False)]
+    before = [abs(s - a) < 1e-3 for s, a in zip(seen[2:], ramp, strict=False)]
+    assert sum(previous) >= 0.5 * len(previous), (seen, ramp)
+    assert sum(p or b for p, b in zip(previous, before, strict=True)) >= 0.9 * len(previous), (seen, ramp)
 
 
 def test_failure_countdown_terminates(game, reward_file: Path) -> None:
@@ -199,7 +225,7 @@ def test_failure_countdown_terminates(game, reward_file: Path) -> None:
             obs, r, terminated, truncated, _ = env.step(np.zeros(3))  # standing still: no progress
             steps += 1
             assert env.observation_space.contains(obs)
-            if steps > 1:  # only CarRacing's frame penalty: 0.1 per physics frame (2 a step at 25 Hz)
+            if steps > 1:  # only CarRacing's frame penalty: 0.1 per physics frame (1 a step at 50 Hz)
                 frames = round(r / -0.1)
                 assert r == pytest.approx(-0.1 * frames) and 1 <= frames <= 10
         assert terminated and not truncated and steps == 2 + 3 + 1

@@ -17,7 +17,7 @@ from tmrl.games.config import CarRacingConfig
 from tmrl.rl.export import load_actor
 
 SEED = 0
-STEPS = 150  # 6 s of game time at 25 Hz
+STEPS = 300  # 6 s of game time at 50 Hz
 
 
 @pytest.fixture(scope="module")

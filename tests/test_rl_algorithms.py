@@ -58,6 +58,22 @@ def test_presets_are_tmrl_defaults_and_validated() -> None:
         AlgorithmConfig(unknown=1)  # type: ignore[call-arg]
 
 
+def test_gamma_and_alpha_left_unset_scale_with_the_time_step() -> None:
+    # TMRL's per-step values at the reference step; the horizon and the entropy bonus per second stay.
+    assert (AlgorithmConfig().at_time_step(1.0).gamma, AlgorithmConfig().at_time_step(1.0).alpha) == (
+        0.995,
+        0.01,
+    )
+    half = AlgorithmConfig().at_time_step(0.5)
+    assert half.gamma == pytest.approx(0.9975) and half.alpha == pytest.approx(0.005)
+    assert (1 - 0.995) / 0.04 == pytest.approx((1 - half.gamma) / 0.02)  # 1 / horizon in seconds
+    explicit = AlgorithmConfig(gamma=0.9, alpha=0.3).at_time_step(0.5)
+    assert (explicit.gamma, explicit.alpha) == (0.9, 0.3)
+    # SAC on its own (no game, no time step): TMRL's per-step values.
+    sac = SAC(SPEC, AlgorithmConfig(), SMALL, CPU)
+    assert sac.gamma == 0.995 and float(sac.alpha) == pytest.approx(0.01)
+
+
 def test_lr_decay_is_linear_from_start_to_end_steps_and_validated() -> None:
     algo = AlgorithmConfig(lr_decay_steps=(1000, 3000), lr_final_scale=0.2)
     assert [algo.lr_scale(s) for s in (0, 1000, 2000, 3000, 10_000)] == pytest.approx([1, 1, 0.6, 0.2, 0.2])

@@ -34,11 +34,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from tmrl.envs.config import EnvConfig
+from tmrl.envs.config import ALGORITHM_TIME_STEP_S, EnvConfig, resolved_rtgym
 from tmrl.errors import ConfigError
 from tmrl.games.config import CarRacingConfig, TM2020Config
 from tmrl.net.config import RelayConfig
-from tmrl.rl.config import AlgorithmConfig, ModelConfig, TrainerConfig
+from tmrl.rl.config import AlgorithmConfig, ModelConfig, RLConfig, TrainerConfig
 
 CONFIG_FILE_NAME = "config.toml"
 ENV_PREFIX = "TMRL_"
@@ -165,6 +165,14 @@ class TmrlConfig(BaseModel):
         """Where the reward trajectory lives when ``env.reward.path`` is not set: one file per game (and track)."""
         name = f"carracing-seed{self.carracing.seed}.json" if self.env.game == "carracing" else "tm2020.json"
         return self.data_dir / "rewards" / name
+
+    def rl(self) -> RLConfig:
+        """The learning side's configuration, with ``algorithm.gamma`` / ``alpha`` left at None resolved for the
+        game's time step (TMRL's per-step values at the game's reference step, ``ALGORITHM_TIME_STEP_S``)."""
+        step = resolved_rtgym(self.env).time_step_s
+        assert step is not None
+        algorithm = self.algorithm.at_time_step(step / ALGORITHM_TIME_STEP_S[self.env.game])
+        return RLConfig(algorithm=algorithm, model=self.model, trainer=self.trainer)
 
     def with_resolved_paths(self) -> TmrlConfig:
         """A copy with the data-directory-dependent defaults filled in (the reward trajectory path)."""

@@ -203,7 +203,7 @@ def run_trainer(config: TmrlConfig, *, fresh: bool = False, stop: threading.Even
     from tmrl.envs.observations import observation_spec
     from tmrl.net.client import TrainerClient
 
-    rl = RLConfig(algorithm=config.algorithm, model=config.model, trainer=config.trainer)
+    rl = config.rl()
     run_dir = config.run_dir
     resume = not fresh and has_checkpoint(run_dir / CHECKPOINT_DIR)
     stop = stop or threading.Event()

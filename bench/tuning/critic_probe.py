@@ -30,7 +30,6 @@ from tmrl.config import TmrlConfig, load_config
 from tmrl.envs.observations import observation_spec
 from tmrl.errors import TmrlError
 from tmrl.rl.checkpoint import load_checkpoint
-from tmrl.rl.config import RLConfig
 from tmrl.rl.learner import CHECKPOINT_DIR, build_algorithm
 from tmrl.rl.sac import SAC
 
@@ -43,7 +42,7 @@ def load_run(run_dir: Path) -> tuple[SAC, TmrlConfig]:
         data_dir=run_dir.parent.parent, config_file=run_dir / "config.toml", environ={}, create=False
     )
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_DIR, load_ring=False)
-    rl = RLConfig(algorithm=config.algorithm, model=config.model, trainer=config.trainer)
+    rl = config.rl()
     sac = build_algorithm(observation_spec(config.env), rl, torch.device("cpu"))
     sac.load_state_dict(checkpoint.tensors["algo"])
     return sac, config

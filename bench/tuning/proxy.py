@@ -4,12 +4,14 @@
 renders it with the same ``Renderer`` in this process, builds observations with the env's
 ``ObservationBuilder`` (the same LIDAR through ``tmrl._core.Lidar``, speed, extra telemetry, rtgym's action
 buffer) and rewards with the env's ``CarRacingReward`` on a trajectory made of the track's centre line. Only
-the clock differs: instead of 20 Hz of wall time, each step advances the physics by the frames a 0.05 s time
-step spans at 50 frames/s (2 or 3, 2.5 on average), as fast as the machine allows. The timing is rtgym's:
-``step(a)`` returns the observation captured 0.04 s (2 frames) into the time step under way, which applies the
-previous action, and ``a`` is applied during the next time step. An action therefore acts on the game about
-one time step after the observation it was computed from (measured in real time: the game's steering
-telemetry at the observation returned by ``step(a_t)`` is ``a_{t-1}``). No jitter, no lost time steps.
+the clock differs: instead of wall time, each step advances the physics by the frames the env's time step
+spans at 50 frames/s (one at the built-in game's 50 Hz default, 2 at 25 Hz, 2 or 3 at TrackMania's 20 Hz), as
+fast as the machine allows. The timing is rtgym's: ``step(a)`` returns the observation captured
+``start_obs_capture_s`` into the time step under way (its end on the built-in game), which applies the previous
+action, and ``a`` is applied during the next time step. An action therefore acts on the game one time step after
+the observation it was computed from (measured in real time: the game's steering telemetry at the observation
+returned by ``step(a_t)`` is ``a_{t-1}``; at 50 Hz sometimes still ``a_{t-2}``, which the proxy does not model).
+No jitter, no lost time steps.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ class ProxyEnv(gym.Env):
 
     def step(self, action):
         """rtgym's timing: ``step(a)`` finishes the time step under way (it applies the previous action), returns
-        the observation captured 2 frames into it, and applies ``a`` during the next time step."""
+        the observation captured ``start_obs_capture_s`` into it, and applies ``a`` during the next time step."""
         a = np.clip(np.asarray(action, np.float32).reshape(3), -1.0, 1.0)
         k = self.steps
         self._tick(int(round(k * self.frames_per_step + self._phase)) - self._ticked)

@@ -18,7 +18,7 @@ Bring your own agent (a standard ``gymnasium.Env``, Dict observations, actions [
     finally:
         env.close()
 
-``step`` paces itself on the game's real-time clock (by default 25 Hz on the built-in game, 20 Hz on TrackMania):
+``step`` paces itself on the game's real-time clock (by default 50 Hz on the built-in game, 20 Hz on TrackMania):
 call it again within one time step.
 Names are imported lazily (``tmrl.envs.make_env`` loads rtgym and the game code only when first used).
 """

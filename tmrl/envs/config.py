@@ -24,15 +24,25 @@ CARRACING_LIDAR_START = 6
 # The built-in game's road is 2 x 6.67 units wide (CarRacing's TRACK_WIDTH): progress counts up to 10 units from
 # the recorded line, i.e. with the car on the road or touching its edge, as CarRacing's tiles count when touched.
 CARRACING_MAX_STRAY = 10.0
-# Per-game timing. TrackMania keeps TMRL's 20 Hz with capture 0.04 s into the step. The built-in game steps at 25 Hz
-# (exactly 2 of its 50 physics frames per step) and captures at the end of the step: rtgym applies an action one
-# time step after the observation it answers, so this cuts that delay from 60 to 40 ms (docs/learning.md, session
-# 5). Step-counted limits keep TMRL's durations: 50 s episodes, 3.5 s before failures count, 0.5 s without progress.
-CARRACING_TIME_STEP_S = 0.04
-FAILURE_DEFAULTS: dict[str, dict[str, int]] = {
-    "carracing": {"min_steps": 88, "failure_countdown": 12},
-    "tm2020": {"min_steps": 70, "failure_countdown": 10},
-}
+# Per-game timing. TrackMania keeps TMRL's 20 Hz with capture 0.04 s into the step. The built-in game steps at 50 Hz
+# (one of its 50 physics frames per step) and captures at the end of the step: rtgym applies an action one time
+# step after the observation it answers, so the action comes 20 ms after what it answers (TMRL's timing: 60 ms;
+# docs/learning.md, sessions 5 and 14-16).
+CARRACING_TIME_STEP_S = 0.02
+# What is counted in steps defaults to TMRL's durations at any time step, rounded to the nearest step (ties to even):
+# 50 s episodes, 3.5 s after a reset before steps without progress count, 0.5 s without progress ends an episode.
+EPISODE_S = 50.0
+MIN_PROGRESS_DELAY_S = 3.5
+FAILURE_COUNTDOWN_S = 0.5
+# The time step at which each game's discount and entropy coefficient per step are TMRL's 0.995 and 0.01: TMRL's
+# 20 Hz on TrackMania, 25 Hz on the built-in game (where they were tuned, sessions 3-13). At other time steps the
+# per-step values are scaled so that the horizon and the entropy bonus per second stay (tmrl.config.TmrlConfig.rl).
+ALGORITHM_TIME_STEP_S: dict[str, float] = {"carracing": 0.04, "tm2020": 0.05}
+
+
+def steps_in(seconds: float, time_step_s: float) -> int:
+    """The number of time steps nearest to ``seconds`` (ties to even)."""
+    return round(seconds / time_step_s)
 
 
 class LidarConfig(BaseModel):
@@ -94,7 +104,7 @@ class RtgymConfig(BaseModel):
         default=None,
         gt=0.0,
         le=10.0,
-        description="Nominal time-step duration. None = per game: 0.04 s (25 Hz, 2 physics frames per step) on "
+        description="Nominal time-step duration. None = per game: 0.02 s (50 Hz, one physics frame per step) on "
         "the built-in game, 0.05 s (20 Hz, TMRL's) on TrackMania.",
     )
     start_obs_capture_s: float | None = Field(
@@ -114,8 +124,8 @@ class RtgymConfig(BaseModel):
     ep_max_length: int | None = Field(
         default=None,
         ge=1,
-        description="Steps after which an episode is truncated (not terminated). None = per game: 50 s of "
-        "time steps (1250 on the built-in game, TMRL's 1000 on TrackMania).",
+        description="Steps after which an episode is truncated (not terminated). None = 50 s of time steps "
+        "(2500 on the built-in game at 50 Hz, TMRL's 1000 on TrackMania at 20 Hz).",
     )
     wait_on_done: bool = Field(
         default=True, description="Pause the game (neutral controls) when an episode ends, until reset."
@@ -164,14 +174,14 @@ class RewardConfig(BaseModel):
     min_steps: int | None = Field(
         default=None,
         ge=0,
-        description="Steps after reset before steps without progress count as failures. None = per game: "
-        "3.5 s of time steps (88 on the built-in game, TMRL's 70 on TrackMania).",
+        description="Steps after reset before steps without progress count as failures. None = 3.5 s "
+        "of time steps (175 on the built-in game at 50 Hz, TMRL's 70 on TrackMania at 20 Hz).",
     )
     failure_countdown: int | None = Field(
         default=None,
         ge=0,
-        description="More than this many steps in a row without progress ends the episode. None = per game: "
-        "0.5 s of time steps (12 on the built-in game, TMRL's 10 on TrackMania).",
+        description="More than this many steps in a row without progress ends the episode. None = 0.5 s of "
+        "time steps (25 on the built-in game at 50 Hz, TMRL's 10 on TrackMania at 20 Hz).",
     )
     finish_bonus: float = Field(default=100.0, description="'trajectory' mode: reward added at the finish.")
     constant_penalty: float = Field(
@@ -244,9 +254,12 @@ def resolved_reward(config: EnvConfig) -> RewardConfig:
     update: dict[str, float | int] = {}
     if rc.max_stray is None:
         update["max_stray"] = CARRACING_MAX_STRAY if config.game == "carracing" else 100.0
-    for name, value in FAILURE_DEFAULTS[config.game].items():
-        if getattr(rc, name) is None:
-            update[name] = value
+    step = resolved_rtgym(config).time_step_s
+    assert step is not None
+    if rc.min_steps is None:
+        update["min_steps"] = steps_in(MIN_PROGRESS_DELAY_S, step)
+    if rc.failure_countdown is None:
+        update["failure_countdown"] = steps_in(FAILURE_COUNTDOWN_S, step)
     return rc.model_copy(update=update) if update else rc
 
 
@@ -263,7 +276,7 @@ def resolved_rtgym(config: EnvConfig) -> RtgymConfig:
             f"env.rtgym.start_obs_capture_s = {capture} is later than the end of the time step "
             f"(env.rtgym.time_step_s = {step}); use a value <= {step}"
         )
-    length = rc.ep_max_length if rc.ep_max_length is not None else (1250 if carracing else 1000)
+    length = rc.ep_max_length if rc.ep_max_length is not None else steps_in(EPISODE_S, step)
     return rc.model_copy(
         update={"time_step_s": step, "start_obs_capture_s": capture, "ep_max_length": length}
     )

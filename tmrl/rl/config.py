@@ -20,6 +20,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# TMRL 0.7.1's discount and entropy coefficient per time step (DESIGN.md section 2).
+TMRL_GAMMA = 0.995
+TMRL_ALPHA = 0.01
+
+
 class AlgorithmConfig(_Strict):
     """SAC or REDQ-SAC hyper-parameters (defaults: TMRL 0.7.1's SAC, preset 'tmrl-sac'; docs/learning.md)."""
 
@@ -34,12 +39,19 @@ class AlgorithmConfig(_Strict):
         None,
         description="(start, end) environment steps of a linear decay of the actor and critic learning rates to "
         "lr_final_scale times their values (constant before start and after end); None keeps them constant. "
-        "Environment steps follow the clock in real time: 25 Hz makes 90,000 an hour",
+        "Environment steps follow the clock in real time: 50 Hz makes 180,000 an hour",
     )
     lr_final_scale: float = Field(
         0.1, ge=0, le=1, description="learning-rate factor reached at the end of lr_decay_steps"
     )
-    gamma: float = Field(0.995, gt=0, le=1, description="discount factor")
+    gamma: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="discount factor per time step. None = TMRL's 0.995 at the game's reference time step "
+        "(TrackMania 0.05 s, the built-in game 0.04 s), scaled to keep the horizon in seconds: "
+        "1 - 0.005 x time step / reference (0.9975 at the built-in game's 0.02 s)",
+    )
     step_penalty: float = Field(
         0.0,
         ge=0,
@@ -65,7 +77,12 @@ class AlgorithmConfig(_Strict):
     smooth_sigma: float = Field(
         0.05, gt=0, description="std of the observation noise of smooth_spatial (float components, unscaled)"
     )
-    alpha: float = Field(0.01, gt=0, description="entropy coefficient (initial value when learned)")
+    alpha: float | None = Field(
+        None,
+        gt=0,
+        description="entropy coefficient (initial value when learned). None = TMRL's 0.01 at the game's "
+        "reference time step, scaled with the step so the entropy bonus per second stays (0.005 at 0.02 s)",
+    )
     learn_entropy: bool = Field(False, description="tune alpha towards target_entropy")
     target_entropy: float | None = Field(-0.5, description="entropy target; None means -action_dim")
     redq_n: int = Field(10, ge=2, description="REDQ: number of critics")
@@ -81,6 +98,18 @@ class AlgorithmConfig(_Strict):
                 f"lr_decay_steps {list(self.lr_decay_steps)} must be [start, end] with 0 <= start < end"
             )
         return self
+
+    def at_time_step(self, ratio: float) -> AlgorithmConfig:
+        """A copy with ``gamma`` and ``alpha`` left at None filled in for a time step ``ratio`` times the reference
+        one: ``1 - (1 - 0.995) * ratio`` and ``0.01 * ratio`` (TMRL's values at ratio 1). Rewards and the entropy
+        bonus are paid every step, so this keeps the horizon and the bonus per second of game time
+        (time-discretisation invariance, Tallec et al. 2019); values set explicitly are kept as they are."""
+        update: dict[str, float] = {}
+        if self.gamma is None:
+            update["gamma"] = 1.0 - (1.0 - TMRL_GAMMA) * ratio
+        if self.alpha is None:
+            update["alpha"] = TMRL_ALPHA * ratio
+        return self.model_copy(update=update) if update else self
 
     def lr_scale(self, env_steps: int) -> float:
         """Factor of the actor and critic learning rates after ``env_steps`` environment steps (1 without decay)."""
@@ -150,7 +179,8 @@ class RLConfig(_Strict):
 
 PRESETS: dict[str, AlgorithmConfig] = {
     # TMRL 0.7.1's defaults (DESIGN.md section 2).
-    "tmrl-sac": AlgorithmConfig(),  # the defaults are TMRL's
+    # The defaults are TMRL's, with gamma and alpha per second of game time; here per time step, as TMRL's.
+    "tmrl-sac": AlgorithmConfig(gamma=TMRL_GAMMA, alpha=TMRL_ALPHA),
     # Usual SAC settings (CleanRL / SB3 style): fast learning on small synchronous continuous-control problems.
     "fast-sac": AlgorithmConfig(
         lr_actor=1e-3,

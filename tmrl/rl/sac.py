@@ -42,6 +42,10 @@ class SAC:
         device: torch.device,
         n_critics: int = 2,
     ) -> None:
+        # gamma / alpha left at None: TMRL's per-step values (the trainer resolves them for the game's time step)
+        algo = algo.at_time_step(1.0)
+        assert algo.gamma is not None and algo.alpha is not None
+        self.gamma = algo.gamma
         self.spec, self.algo, self.model_config, self.device = spec, algo, model, device
         self.actor = Actor(spec, model).to(device)
         self.critic = QEnsemble(spec, model, n_critics).to(device)
@@ -149,7 +153,7 @@ class SAC:
         """Soft Bellman target; ``algorithm.step_penalty`` is taken off every reward, and only termination stops
         the bootstrap (truncated rows bootstrap)."""
         reward = b.reward - self.algo.step_penalty if self.algo.step_penalty else b.reward
-        return reward + self.algo.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
+        return reward + self.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
 
     def _alpha_step(self, logp: Tensor) -> Tensor:
         if self.alpha_opt is None:
