@@ -106,6 +106,9 @@ VARIANTS = {
     # (noise of 0.05 moved the default actor's actions by 0.1 per dimension; the penalty's gradient, 2 * 4 * 0.1,
     # is then 0.8 against a critic gradient dQ/da of about 2 per dimension late in a run)
     "smooth": {**HZ25, "algorithm.smooth_spatial": "4", "algorithm.smooth_sigma": "0.05"},
+    # 50 Hz sees 4 scans over 80 ms where 25 Hz saw 160 ms: 8 scans give the policy back the same span of
+    # history to judge speed and yaw rate from (speed is observed; yaw rate only through the scans)
+    "lidar-8": {"env.lidar.history": "8"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -124,6 +127,7 @@ LABELS = {
     "gamma-0.99": "25 Hz defaults with gamma 0.99 (a 4 s horizon at 25 Hz)",
     "lr-decay": "25 Hz defaults, learning rates falling to a tenth over minutes 40-59 (algorithm.lr_decay_steps)",
     "smooth": "25 Hz defaults with a spatial smoothness penalty on the actor (CAPS, algorithm.smooth_spatial 4)",
+    "lidar-8": "50 Hz defaults with 8 LIDAR scans in the observation (160 ms of history, as 4 at 25 Hz)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -535,6 +539,7 @@ def plot(doc: dict, path: Path) -> None:
         "fixed-start-seed3": "tab:green",
         "fixed-start-128": "tab:red",
         "fixed-start-2threads": "magenta",
+        "lidar-8": "deeppink",
         "tmrl": "tab:orange",
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",
