@@ -109,6 +109,9 @@ VARIANTS = {
     # 50 Hz sees 4 scans over 80 ms where 25 Hz saw 160 ms: 8 scans give the policy back the same span of
     # history to judge speed and yaw rate from (speed is observed; yaw rate only through the scans)
     "lidar-8": {"env.lidar.history": "8"},
+    # the policy's noise (std about 0.04 before tanh late in a run) drawn afresh 50 times a second averages out
+    # within a few steps; correlated over 0.2 s it moves the car, with the same distribution at each step
+    "noise-0.2": {"worker.noise_correlation_s": "0.2"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -128,6 +131,7 @@ LABELS = {
     "lr-decay": "25 Hz defaults, learning rates falling to a tenth over minutes 40-59 (algorithm.lr_decay_steps)",
     "smooth": "25 Hz defaults with a spatial smoothness penalty on the actor (CAPS, algorithm.smooth_spatial 4)",
     "lidar-8": "50 Hz defaults with 8 LIDAR scans in the observation (160 ms of history, as 4 at 25 Hz)",
+    "noise-0.2": "50 Hz defaults, the exploration noise correlated over 0.2 s (worker.noise_correlation_s)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -540,6 +544,7 @@ def plot(doc: dict, path: Path) -> None:
         "fixed-start-128": "tab:red",
         "fixed-start-2threads": "magenta",
         "lidar-8": "deeppink",
+        "noise-0.2": "darkcyan",
         "tmrl": "tab:orange",
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",

@@ -85,6 +85,52 @@ def test_policy_random_then_swapped_in_place(tmp_path: Path) -> None:
     assert policy.actor is not actor and policy.version == 3
 
 
+@pytest.mark.parametrize("rho", [0.0, 0.9])
+def test_policy_noise_is_standard_normal_at_each_step_and_correlated_as_configured(rho: float) -> None:
+    policy = Policy(3, seed=0, noise_correlation=rho)
+    steps = np.array([policy._noise() for _ in range(40_000)])
+    assert steps.dtype == np.float32 and steps.shape == (40_000, 3)
+    np.testing.assert_allclose(
+        steps.mean(0), 0.0, atol=0.1
+    )  # the AR(1) mean wanders: sd ~ 0.02 / sqrt(1 - rho)
+    np.testing.assert_allclose(steps.std(0), 1.0, atol=0.05)
+    lag1 = [np.corrcoef(steps[1:, i], steps[:-1, i])[0, 1] for i in range(3)]
+    np.testing.assert_allclose(lag1, rho, atol=0.03)
+    # an episode start forgets the past: the draws after each reset are independent of the draws before it
+    before, after = [], []
+    for _ in range(4000):
+        before.append(policy._noise())
+        policy.reset_noise()
+        after.append(policy._noise())
+    assert abs(np.corrcoef(np.array(before)[:, 0], np.array(after)[:, 0])[0, 1]) < 0.05
+
+
+def test_policy_acts_with_its_noise_and_refuses_a_correlation_of_one(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    obs = {c.name: np.zeros(c.policy_shape, dtype=c.dtype) for c in spec.components}
+    actor = Actor(spec, ModelConfig(hidden=(32, 32)))
+    policy = Policy(spec.action_dim, seed=3, noise_correlation=0.5)
+    policy.load(1, actor_to_arrays(actor), actor_meta(actor))
+    a = policy.act(obs)
+    assert policy._eps is not None
+    np.testing.assert_allclose(a, policy.actor.act(obs, noise=policy._eps), rtol=1e-6)
+    with pytest.raises(ValueError, match="noise_correlation"):
+        Policy(3, noise_correlation=1.0)
+
+
+def test_noise_correlation_follows_the_time_step(tmp_path: Path) -> None:
+    config = load_config(data_dir=tmp_path, environ={})
+    assert config.noise_correlation() == 0.0
+    config = load_config(data_dir=tmp_path, environ={}, overrides=["worker.noise_correlation_s=0.2"])
+    assert config.noise_correlation() == pytest.approx(np.exp(-0.02 / 0.2))  # the built-in game's 50 Hz
+    config = load_config(
+        data_dir=tmp_path,
+        environ={},
+        overrides=["worker.noise_correlation_s=0.2", "env.rtgym.time_step_s=0.04"],
+    )
+    assert config.noise_correlation() == pytest.approx(np.exp(-0.04 / 0.2))
+
+
 def test_version_scorer_confirms_a_new_best_before_it_counts() -> None:
     scorer = VersionScorer(confirm=2)
     assert scorer.add(300.0) is None and scorer.open  # beats nothing yet: a series opens

@@ -66,6 +66,24 @@ def test_deterministic_action_is_tanh_of_mean() -> None:
     assert np.allclose(actor.act(single, deterministic=True), action[0].detach().numpy(), atol=1e-6)
 
 
+def test_a_given_noise_draw_is_the_stochastic_action() -> None:
+    actor = Actor(LIDAR, ModelConfig(hidden=(16,)))
+    obs = lidar_obs()
+    h = actor.trunk(actor.encoder(obs))
+    mean, std = actor.mean(h), actor.log_std(h).clamp(-20, 2).exp()
+    eps = torch.randn(7, 3)
+    action, _ = actor(obs, eps=eps)
+    assert torch.allclose(action, torch.tanh(mean + std * eps), atol=1e-6)
+    single = {k: v[0].numpy() for k, v in obs.items()}
+    noise = eps[0].numpy()
+    assert np.allclose(actor.act(single, noise=noise), action[0].detach().numpy(), atol=1e-6)
+    assert not np.allclose(actor.act(single, noise=-noise), action[0].detach().numpy(), atol=1e-3)
+    # the deterministic action ignores the noise
+    assert np.allclose(
+        actor.act(single, deterministic=True, noise=noise), torch.tanh(mean[0]).detach().numpy()
+    )
+
+
 def test_ensemble_members_are_independent_critics() -> None:
     torch.manual_seed(0)
     q = QEnsemble(LIDAR, ModelConfig(hidden=(32, 16)), n=5)

@@ -111,6 +111,16 @@ class WorkerConfig(BaseModel):
         "is and the road goes on past it, so a terminal finish makes the same observation worth a whole future "
         "early in the lap and nothing at its end. The episode, its return and its statistics still end there.",
     )
+    noise_correlation_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=60.0,
+        description="Exploration of the training episodes: the standard normal noise of the policy's Gaussian is "
+        "an AR(1) process with this time constant in seconds of game time instead of a fresh draw every step "
+        "(0 = fresh draws, as SAC). Each step's noise is still standard normal, so the actions' distribution "
+        "at a step is the policy's; only successive steps are correlated (factor exp(-time_step / this)), "
+        "which at short time steps keeps the exploration from averaging out within a fraction of a second.",
+    )
     random_until_weights: bool = Field(
         True, description="Act uniformly at random until the first weights arrive (warm-up exploration)."
     )
@@ -151,6 +161,15 @@ class TmrlConfig(BaseModel):
         if self.worker.random_start is not None:
             return self.worker.random_start
         return RANDOM_START_CARRACING if self.env.game == "carracing" else 0.0
+
+    def noise_correlation(self) -> float:
+        """Correlation of the exploration noise between successive time steps (``worker.noise_correlation_s``)."""
+        tau = self.worker.noise_correlation_s
+        if tau == 0.0:
+            return 0.0
+        step = resolved_rtgym(self.env).time_step_s
+        assert step is not None
+        return math.exp(-step / tau)
 
     @property
     def run_dir(self) -> Path:

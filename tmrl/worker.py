@@ -23,6 +23,7 @@ timeouts) and in
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -110,12 +111,26 @@ class TimeoutCounter:
 
 
 class Policy:
-    """The worker's actor: random until the first weights, then the exported actor, swapped in place."""
+    """The worker's actor: random until the first weights, then the exported actor, swapped in place.
 
-    def __init__(self, action_dim: int, seed: int | None = None, random_until_weights: bool = True) -> None:
+    Stochastic actions draw the policy's standard normal noise here: fresh every step, or with
+    ``noise_correlation`` rho > 0 an AR(1) process, eps_t = rho eps_{t-1} + sqrt(1 - rho^2) w_t, which stays
+    standard normal at every step; ``reset_noise`` starts it afresh (at each episode)."""
+
+    def __init__(
+        self,
+        action_dim: int,
+        seed: int | None = None,
+        random_until_weights: bool = True,
+        noise_correlation: float = 0.0,
+    ) -> None:
+        if not 0.0 <= noise_correlation < 1.0:
+            raise ValueError(f"noise_correlation must be in [0, 1), got {noise_correlation}")
         self.action_dim = action_dim
         self.rng = np.random.default_rng(seed)
         self.random_until_weights = random_until_weights
+        self.noise_correlation = noise_correlation
+        self._eps: np.ndarray | None = None
         self.actor: Any = None
         self.version = 0
         self._meta_key: str | None = None
@@ -145,8 +160,21 @@ class Policy:
             if not self.random_until_weights and deterministic:
                 return np.zeros(self.action_dim, dtype=np.float32)
             return self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
-        action: np.ndarray = self.actor.act(obs, deterministic=deterministic)
+        noise = None if deterministic else self._noise()
+        action: np.ndarray = self.actor.act(obs, deterministic=deterministic, noise=noise)
         return action
+
+    def reset_noise(self) -> None:
+        """Forget the correlated noise's past: the next stochastic action draws afresh."""
+        self._eps = None
+
+    def _noise(self) -> np.ndarray:
+        w = self.rng.standard_normal(self.action_dim).astype(np.float32)
+        rho = self.noise_correlation
+        if rho > 0.0 and self._eps is not None:
+            w = (rho * self._eps + math.sqrt(1.0 - rho * rho) * w).astype(np.float32)
+        self._eps = w
+        return w
 
 
 class VersionScorer:
@@ -304,6 +332,7 @@ class RolloutWorker:
         record = not test or self.config.worker.train_on_test
         random_start = not test and self.random_start > 0 and self._start_rng.random() < self.random_start
         obs, _ = env.reset(options={"random_start": True} if random_start else None)
+        policy.reset_noise()
         if record:
             recorder.reset(obs)
         ret, length, terminated, truncated, info = 0.0, 0, False, False, {}
@@ -377,7 +406,11 @@ class RolloutWorker:
                 client = self._open_client()
                 spec = env.observation_spec
                 recorder = TransitionRecorder(spec, initial_rows=max(256, 2 * self.config.relay.flush_steps))
-                policy = Policy(spec.action_dim, random_until_weights=cfg.random_until_weights)
+                policy = Policy(
+                    spec.action_dim,
+                    random_until_weights=cfg.random_until_weights,
+                    noise_correlation=self.config.noise_correlation(),
+                )
                 schedule = TestSchedule(cfg.test_every, self.scorer)
                 while not stop.is_set():
                     if cfg.max_episodes and self.stats.episodes >= cfg.max_episodes:

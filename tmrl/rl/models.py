@@ -131,15 +131,21 @@ class Actor(nn.Module):
         self.log_std = nn.Linear(last, spec.action_dim)
 
     def forward(
-        self, obs: Mapping[str, Tensor], deterministic: bool = False, with_logprob: bool = True
+        self,
+        obs: Mapping[str, Tensor],
+        deterministic: bool = False,
+        with_logprob: bool = True,
+        eps: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Actions (B, A) in [-1, 1] and their log-probabilities (B,) (None when not asked)."""
+        """Actions (B, A) in [-1, 1] and their log-probabilities (B,) (None when not asked). ``eps``: the
+        standard normal noise to use (B, A), drawn here when None."""
         h = self.trunk(self.encoder(obs))
         mean = self.mean(h)
         if deterministic:
             return torch.tanh(mean), None
         log_std = self.log_std(h).clamp(self.config.log_std_min, self.config.log_std_max)
-        eps = torch.randn_like(mean)
+        if eps is None:
+            eps = torch.randn_like(mean)
         u = mean + log_std.exp() * eps
         action = torch.tanh(u)
         if not with_logprob:
@@ -150,11 +156,17 @@ class Actor(nn.Module):
         return action, logp
 
     @torch.inference_mode()
-    def act(self, obs: Mapping[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
-        """One action (A,) float32 for one observation (policy shapes, no batch dimension), on the CPU."""
+    def act(
+        self, obs: Mapping[str, np.ndarray], deterministic: bool = False, noise: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One action (A,) float32 for one observation (policy shapes, no batch dimension), on the CPU.
+        ``noise``: the standard normal draw (A,) of a stochastic action, drawn here when None."""
         device = self.mean.weight.device
         batch = {name: torch.from_numpy(np.asarray(obs[name])).unsqueeze(0).to(device) for name in obs}
-        action, _ = self.forward(batch, deterministic=deterministic, with_logprob=False)
+        eps = (
+            None if noise is None else torch.as_tensor(noise, dtype=torch.float32, device=device).unsqueeze(0)
+        )
+        action, _ = self.forward(batch, deterministic=deterministic, with_logprob=False, eps=eps)
         return action[0].cpu().numpy()
 
 
