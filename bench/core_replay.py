@@ -91,10 +91,13 @@ def filled(comps: list, capacity: int, n: int, chunk: int = 1000) -> ReplayRing:
     return ring
 
 
-def sampling_rate(comps: list, n: int, min_time: float) -> tuple[float, float]:
+def sampling_rate(comps: list, n: int, min_time: float, n_step: int = 1) -> tuple[float, float]:
+    """Minibatches per second; with ``n_step`` > 1 of n-step returns (gamma 0.9975, the built-in game's)."""
     ring = filled(comps, 1_000_000, n)
-    out = ring.alloc_batch(BATCH)
-    return rate(lambda: ring.sample(BATCH, out=out), min_time)
+    out = ring.alloc_batch(BATCH, n_step=n_step)
+    if n_step == 1:
+        return rate(lambda: ring.sample(BATCH, out=out), min_time)
+    return rate(lambda: ring.sample(BATCH, out=out, n_step=n_step, gamma=0.9975), min_time)
 
 
 def append_rate(capacity: int, min_time: float) -> tuple[float, float]:
@@ -140,6 +143,7 @@ def figures(min_time: float = 2.0, n: int = 100_000) -> list[Figure]:
     """Replay ring figures vs TMRL 0.7.1 and cpprb, measured in this run."""
     a = run_anchor("core_replay.py", str(n), str(n), str(n), str(min_time))
     lidar, lidar_cpu = sampling_rate(LIDAR, n, min_time)
+    nstep, nstep_cpu = sampling_rate(LIDAR, n, min_time, n_step=3)
     images, images_cpu = sampling_rate(IMAGES, n, min_time)
     append, append_cpu = append_rate(n, min_time)
     rss, expected = resident_memory()
@@ -168,6 +172,16 @@ def figures(min_time: float = 2.0, n: int = 100_000) -> list[Figure]:
             "cpprb ReplayBuffer (flattened)",
             3,
             note=f"{stored}; cpprb stores obs and next_obs flattened; {cpu(lidar_cpu, 'cpprb_lidar_batches_per_s')}",
+        ),
+        speedup(
+            "replay: sample 256 LIDAR transitions, 3-step returns",
+            "batches/s",
+            nstep,
+            a["cpprb_nstep_lidar_batches_per_s"],
+            "cpprb ReplayBuffer Nstep (flattened)",
+            2,
+            note=f"{stored}; ours sums the rewards when sampling, cpprb when storing; "
+            f"{cpu(nstep_cpu, 'cpprb_nstep_lidar_batches_per_s')}",
         ),
         speedup(
             "replay: sample 256 image transitions (4x64x64 history)",

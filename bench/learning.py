@@ -112,6 +112,9 @@ VARIANTS = {
     # the policy's noise (std about 0.04 before tanh late in a run) drawn afresh 50 times a second averages out
     # within a few steps; correlated over 0.2 s it moves the car, with the same distribution at each step
     "noise-0.2": {"worker.noise_correlation_s": "0.2"},
+    # one-step backups carry a reward 20 ms back per update at 50 Hz, half as far as at 25 Hz: 3-step returns
+    # carry it 60 ms (the ring sums the rewards and bootstraps 3 steps later, cut at episode ends)
+    "nstep-3": {"algorithm.n_step": "3"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -132,6 +135,7 @@ LABELS = {
     "smooth": "25 Hz defaults with a spatial smoothness penalty on the actor (CAPS, algorithm.smooth_spatial 4)",
     "lidar-8": "50 Hz defaults with 8 LIDAR scans in the observation (160 ms of history, as 4 at 25 Hz)",
     "noise-0.2": "50 Hz defaults, the exploration noise correlated over 0.2 s (worker.noise_correlation_s)",
+    "nstep-3": "50 Hz defaults with 3-step returns in the critics' target (algorithm.n_step)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -545,6 +549,8 @@ def plot(doc: dict, path: Path) -> None:
         "fixed-start-2threads": "magenta",
         "lidar-8": "deeppink",
         "noise-0.2": "darkcyan",
+        "noise-0.2-seed1": "turquoise",
+        "nstep-3": "olive",
         "tmrl": "tab:orange",
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",

@@ -90,19 +90,33 @@ class Model:
             seq.insert(0, p)
         return [seq[0]] * (k - len(seq)) + seq
 
-    def transition(self, t: int) -> dict[str, np.ndarray]:
-        u = self.succ(t)
+    def returns(self, t: int, n_step: int) -> tuple[list[int], int]:
+        """The rows whose rewards an n-step return from ``t`` sums, and the row of its next observation."""
+        rows = [t]
+        while len(rows) < n_step:
+            last = self.rows[rows[-1]]
+            u = self.succ(rows[-1])
+            if last.terminated or last.truncated or u is None or self.succ(u) is None:
+                break
+            rows.append(u)
+        u = self.succ(rows[-1])
         assert u is not None
+        return rows, u
+
+    def transition(self, t: int, n_step: int = 1, gamma: float | None = None) -> dict[str, np.ndarray]:
+        rows, u = self.returns(t, n_step)
         out: dict[str, np.ndarray] = {}
         for name, _shape, _dtype, k in self.comps:
             for key, r in (("obs", t), ("next_obs", u)):
                 frames = [self.rows[h].obs[name] for h in self.history(r, k)]
                 out[f"{key}.{name}"] = np.stack(frames) if k > 1 else frames[0]
-        row = self.rows[t]
-        out["action"] = row.action
-        out["reward"] = np.float32(t)
-        out["terminated"] = np.bool_(row.terminated)
-        out["truncated"] = np.bool_(row.truncated)
+        out["action"] = self.rows[t].action
+        g = 1.0 if gamma is None else gamma
+        out["reward"] = np.float32(sum(g**j * r for j, r in enumerate(rows)))
+        out["terminated"] = np.bool_(self.rows[rows[-1]].terminated)
+        out["truncated"] = np.bool_(self.rows[rows[-1]].truncated)
+        if gamma is not None:
+            out["discount"] = np.float32(gamma ** len(rows))
         return out
 
 
@@ -130,26 +144,33 @@ def append(ring: ReplayRing, stream: int, b: dict) -> None:
     ring.append_batch(stream, b["obs"], b["action"], b["reward"], b["terminated"], b["truncated"], b["first"])
 
 
-def check_sample(ring: ReplayRing, model: Model, batch_size: int) -> set[int]:
-    """Samples, checks every transition against the model, returns the starts seen."""
-    out = ring.sample(batch_size)
+def check_sample(
+    ring: ReplayRing, model: Model, batch_size: int, n_step: int = 1, gamma: float | None = None
+) -> set[int]:
+    """Samples (n-step returns when ``gamma`` is given), checks every transition against the model, returns the
+    starts seen. A sampled transition is identified by its action (random floats, distinct per row)."""
+    out = ring.sample(batch_size, n_step=n_step, gamma=gamma)
     assert set(out) == {
         *(f"{p}.{c[0]}" for c in model.comps for p in ("obs", "next_obs")),
         "action",
         "reward",
         "terminated",
         "truncated",
+        *(["discount"] if gamma is not None else []),
     }
     valid = set(model.valid_starts())
+    by_action = {model.rows[r].action.tobytes(): r for r in valid}
     seen: set[int] = set()
     expected: dict[int, dict[str, np.ndarray]] = {}
     for i in range(batch_size):
-        t = int(out["reward"][i])
-        assert t in valid, f"sampled row {t} is not a valid start ({sorted(valid)})"
+        t = by_action.get(out["action"][i].tobytes())
+        assert t is not None, f"sampled transition {i} does not start at a valid row ({sorted(valid)})"
         seen.add(t)
-        want = expected.get(t) or expected.setdefault(t, model.transition(t))
+        want = expected.get(t) or expected.setdefault(t, model.transition(t, n_step, gamma))
         for key, value in want.items():
-            if not np.array_equal(out[key][i], value):  # (assert_array_equal is slow in this hot loop)
+            if key in ("reward", "discount"):  # computed in float32 by the ring, in float64 by the model
+                assert out[key][i] == pytest.approx(value, rel=1e-5, abs=1e-4), f"{key} of row {t}"
+            elif not np.array_equal(out[key][i], value):  # (assert_array_equal is slow in this hot loop)
                 np.testing.assert_array_equal(out[key][i], value, err_msg=f"{key} of row {t}")
     return seen
 
@@ -171,7 +192,9 @@ ops_st = st.lists(
             st.integers(0, 2),
             st.lists(st.booleans().map(lambda b: not b or None), max_size=9),
         ),
-        st.tuples(st.just("sample"), st.integers(1, 40), st.just([])),
+        st.tuples(
+            st.just("sample"), st.integers(1, 40), st.sampled_from([(1, None), (1, 0.9), (2, 0.5), (4, 1.0)])
+        ),
     ),
     min_size=1,
     max_size=25,
@@ -200,7 +223,8 @@ def test_ring_matches_the_model(
             append(ring, arg, b)
             model.append(arg, b)
         elif model.valid_starts():
-            check_sample(ring, model, arg)
+            n_step, gamma = flags
+            check_sample(ring, model, arg, n_step, gamma)
         else:
             with pytest.raises(ValueError, match="no valid transition"):
                 ring.sample(arg)
@@ -209,7 +233,8 @@ def test_ring_matches_the_model(
         assert ring.num_transitions() == len(model.valid_starts())
 
 
-def test_every_valid_start_is_sampled_and_nothing_else() -> None:
+@pytest.mark.parametrize("n_step, gamma", [(1, None), (3, 0.9)])
+def test_every_valid_start_is_sampled_and_nothing_else(n_step: int, gamma: float | None) -> None:
     comps: list[Comp] = [
         ("lidar", (5,), "float32", 4),
         ("img", (2, 3), "uint8", 3),
@@ -232,7 +257,7 @@ def test_every_valid_start_is_sampled_and_nothing_else() -> None:
     assert model.total > 100 and len(valid) > 10
     seen: set[int] = set()
     for _ in range(10):
-        seen |= check_sample(ring, model, 256)
+        seen |= check_sample(ring, model, 256, n_step, gamma)
     assert seen == valid
 
 
@@ -429,6 +454,27 @@ def test_sample_rejects_bad_out_and_empty_ring() -> None:
         ring.sample(4, out=missing)
     with pytest.raises(ValueError, match="batch_size"):
         ring.sample(-1)
+
+
+def test_nstep_outputs_and_their_errors() -> None:
+    ring = ReplayRing(10, COMPS, 3, seed=0)
+    _call(ring, _good())
+    with pytest.raises(ValueError, match="n_step = 3 needs gamma"):
+        ring.sample(4, n_step=3)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="gamma must be in"):
+            ring.sample(4, n_step=3, gamma=bad)
+    with pytest.raises(ValueError, match="n_step must be"):
+        ring.sample(4, n_step=0, gamma=0.9)
+    windows = ring.alloc_batch(4)
+    with pytest.raises(ValueError, match="obs.lidar.*not C-contiguous.*n_step > 1"):
+        ring.sample(4, out={**windows, "discount": np.zeros(4, np.float32)}, n_step=3, gamma=0.9)
+    with pytest.raises(ValueError, match="discount"):
+        ring.sample(4, out=windows, n_step=1, gamma=0.9)
+    out = ring.alloc_batch(4, n_step=3)
+    assert out["discount"].shape == (4,) and out["obs.lidar"].flags.c_contiguous
+    assert ring.sample(4, out=out, n_step=3, gamma=0.5) is out
+    assert set(np.unique(out["discount"])) <= {0.5, 0.25, 0.125}
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,35 @@ def test_sac_critic_loss_uses_the_soft_target_and_only_termination_stops_bootstr
     assert torch.equal(b.reward, rewards)  # the penalty is not applied to the minibatch in place
 
 
+@pytest.mark.parametrize("cls", [SAC, REDQ])
+def test_nstep_targets_bootstrap_with_the_sampled_discount(cls) -> None:
+    torch.manual_seed(0)
+    algo = AlgorithmConfig(gamma=0.9, alpha=0.3, n_step=3, name="redq" if cls is REDQ else "sac", redq_n=3)
+    net = cls(SPEC, algo, SMALL, CPU)
+    b = minibatch()
+    g = torch.Generator().manual_seed(7)
+    b = b._replace(discount=0.9 ** torch.randint(1, 4, (32,), generator=g).float())
+    with torch.no_grad():
+        a2, logp2 = net.actor(b.next_obs)
+        q_next = net.critic_target(b.next_obs, a2).min(0).values
+        got = net._soft_target(b, q_next, logp2, torch.tensor(0.3))
+    expected = b.reward + b.discount * (1 - b.terminated) * (q_next - 0.3 * logp2)
+    assert torch.allclose(got, expected)
+    one_step = b.reward + 0.9 * (1 - b.terminated) * (q_next - 0.3 * logp2)
+    assert not torch.allclose(got, one_step)
+    net.update(b)  # runs end to end on an n-step minibatch
+
+
+def test_nstep_refuses_settings_that_need_one_step_transitions() -> None:
+    with pytest.raises(ValueError, match="smooth_temporal"):
+        AlgorithmConfig(n_step=3, smooth_temporal=1.0)
+    with pytest.raises(ValueError, match="step_penalty"):
+        AlgorithmConfig(n_step=3, step_penalty=0.1)
+    with pytest.raises(ValueError):
+        AlgorithmConfig(n_step=0)
+    assert AlgorithmConfig(n_step=1, step_penalty=0.1).n_step == 1
+
+
 def test_sac_polyak_and_fixed_alpha() -> None:
     torch.manual_seed(0)
     sac = SAC(SPEC, AlgorithmConfig(polyak=0.9, alpha=0.05, learn_entropy=False), SMALL, CPU)

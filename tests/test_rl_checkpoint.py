@@ -20,10 +20,10 @@ from tmrl.spaces import Component, ObservationSpec
 SPEC = ObservationSpec((Component("speed", (1,)), Component("scan", (4,), history=3)), 2)
 
 
-def config(algo: str, prefetch: int) -> RLConfig:
+def config(algo: str, prefetch: int, n_step: int = 1) -> RLConfig:
     return RLConfig(
         algorithm=AlgorithmConfig(
-            name=algo, learn_entropy=True, lr_actor=1e-3, lr_critic=1e-3, redq_n=4, redq_g=3
+            name=algo, learn_entropy=True, lr_actor=1e-3, lr_critic=1e-3, redq_n=4, redq_g=3, n_step=n_step
         ),
         model=ModelConfig(hidden=(16, 16)),
         trainer=TrainerConfig(
@@ -57,9 +57,11 @@ def params(learner: Learner) -> list[torch.Tensor]:
     ]
 
 
-@pytest.mark.parametrize("algo,prefetch", [("sac", 3), ("redq", 0)])
-def test_resume_gives_the_same_next_updates_as_not_stopping(tmp_path: Path, algo: str, prefetch: int) -> None:
-    cfg = config(algo, prefetch)
+@pytest.mark.parametrize("algo,prefetch,n_step", [("sac", 3, 1), ("redq", 0, 1), ("sac", 3, 3)])
+def test_resume_gives_the_same_next_updates_as_not_stopping(
+    tmp_path: Path, algo: str, prefetch: int, n_step: int
+) -> None:
+    cfg = config(algo, prefetch, n_step)
     a = Learner(SPEC, cfg, tmp_path / "run", tensorboard=False)
     a.add_batch(0, rows())
     assert a.train(7) == 7
@@ -81,6 +83,16 @@ def test_resume_gives_the_same_next_updates_as_not_stopping(tmp_path: Path, algo
         b.algo.critic_opt.state_dict()["state"][0]["step"]
         == a.algo.critic_opt.state_dict()["state"][0]["step"]
     )
+
+
+def test_resume_with_another_n_step_is_refused_when_minibatches_were_saved(tmp_path: Path) -> None:
+    a = Learner(SPEC, config("sac", 3), tmp_path / "run", tensorboard=False)
+    a.add_batch(0, rows())
+    a.train(3)
+    a.checkpoint()
+    a.close()
+    with pytest.raises(CheckpointError, match="n_step"):
+        Learner(SPEC, config("sac", 3, n_step=2), tmp_path / "run", resume=True, tensorboard=False)
 
 
 def test_checkpoints_replace_each_other_atomically(tmp_path: Path) -> None:

@@ -36,6 +36,15 @@ def record_episode(rec: TransitionRecorder, ep: int, length: int, terminated: bo
         )
 
 
+def one_episode(length: int = 50) -> dict[str, np.ndarray]:
+    """The rows of one truncated episode of ``length`` steps."""
+    rec = TransitionRecorder(SPEC)
+    record_episode(rec, 0, length, terminated=False)
+    batch = rec.take()
+    assert batch is not None
+    return batch
+
+
 def test_recorder_rows_follow_the_row_convention() -> None:
     rec = TransitionRecorder(SPEC, initial_rows=2)  # forces growth
     record_episode(rec, 0, 4, terminated=True)
@@ -101,10 +110,7 @@ def test_minibatches_rebuild_histories_and_successors(prefetch: int) -> None:
 
 
 def test_prefetching_thread_samples_the_same_stream_as_inline_sampling() -> None:
-    rec = TransitionRecorder(SPEC)
-    record_episode(rec, 0, 50, terminated=False)
-    batch = rec.take()
-    assert batch is not None
+    batch = one_episode()
     seqs = []
     for prefetch in (0, 4):
         mem = ReplayMemory(SPEC, 100, 8, seed=11, prefetch=prefetch)
@@ -115,10 +121,7 @@ def test_prefetching_thread_samples_the_same_stream_as_inline_sampling() -> None
 
 
 def test_pause_returns_unconsumed_minibatches_and_restore_serves_them_first() -> None:
-    rec = TransitionRecorder(SPEC)
-    record_episode(rec, 0, 50, terminated=False)
-    batch = rec.take()
-    assert batch is not None
+    batch = one_episode()
     mem = ReplayMemory(SPEC, 100, 8, seed=5, prefetch=3)
     mem.append(0, batch)
     mem.sample()
@@ -132,3 +135,54 @@ def test_pause_returns_unconsumed_minibatches_and_restore_serves_them_first() ->
     got = [other.sample().obs["speed"][:, 0].tolist() for _ in range(len(saved))]
     assert got == expected[: len(saved)]
     other.close()
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_nstep_minibatches_sum_rewards_up_to_the_episode_end(prefetch: int) -> None:
+    """Recorder rows (final observation rows included) -> 3-step returns: the sum stops at the episode's last
+    step, the next observation is the one after the last reward summed, and the discount counts the steps."""
+    n, gamma = 3, 0.5
+    rec = TransitionRecorder(SPEC)
+    for ep in range(6):
+        record_episode(rec, ep, 5 + ep, terminated=ep % 2 == 0)
+    mem = ReplayMemory(SPEC, 1000, 64, seed=4, prefetch=prefetch, n_step=n, gamma=gamma)
+    try:
+        batch = rec.take()
+        assert batch is not None
+        mem.append(0, batch)
+        seen = set()
+        for _ in range(5):
+            b = mem.sample()
+            assert b.discount is not None and b.discount.shape == (64,)
+            for i in range(64):
+                code = int(b.obs["speed"][i, 0])
+                ep, t = divmod(code, 1000)
+                length = 5 + ep
+                m = min(n, length - t)  # steps t .. t+m-1, never past the episode's last step
+                seen.add(m)
+                assert int(b.next_obs["speed"][i, 0]) == code + m
+                assert float(b.reward[i]) == pytest.approx(sum(gamma**j * (code + j) for j in range(m)))
+                assert float(b.discount[i]) == gamma**m
+                hist = b.next_obs["scan"][i].tolist()
+                assert hist == [[ep, max(t + m - k, 0)] for k in (2, 1, 0)]
+                last = t + m == length
+                assert bool(b.terminated[i]) == (last and ep % 2 == 0)
+                assert bool(b.truncated[i]) == (last and ep % 2 == 1)
+        assert seen == {1, 2, 3}
+    finally:
+        mem.close()
+
+
+def test_nstep_needs_gamma_and_saved_minibatches_must_match_it() -> None:
+    with pytest.raises(ValueError, match="needs gamma"):
+        ReplayMemory(SPEC, 100, 8, n_step=2)
+    batch = one_episode()
+    one = ReplayMemory(SPEC, 100, 8, seed=5, prefetch=2)
+    one.append(0, batch)
+    one.sample()
+    saved = one.pause()
+    one.close()
+    multi = ReplayMemory(SPEC, 100, 8, seed=5, prefetch=0, n_step=3, gamma=0.9)
+    with pytest.raises(ValueError, match="n_step"):
+        multi.restore_ready(saved)
+    multi.close()

@@ -175,17 +175,29 @@ class ReplayRing:
         bool (n,); all C-contiguous. O(n) copies, O(1) per row. A row with ``first`` False is linked to the
         stream's previous row if that row is still stored. Nothing is written when an argument is rejected."""
     def sample(
-        self, batch_size: int, out: Mapping[str, NDArray[np.generic]] | None = None
+        self,
+        batch_size: int,
+        out: Mapping[str, NDArray[np.generic]] | None = None,
+        *,
+        n_step: int = 1,
+        gamma: float | None = None,
     ) -> dict[str, NDArray[np.generic]]:
         """Uniformly sample ``batch_size`` valid transitions (with replacement). Returns (or fills ``out``,
         preallocated by ``alloc_batch``, and returns it) the keys ``obs.<name>``, ``next_obs.<name>``, ``action``,
         ``reward``, ``terminated``, ``truncated``. ``out`` may also hold plain C-contiguous arrays of the same
-        shapes and dtypes. Raises ValueError when no valid transition is stored."""
-    def alloc_batch(self, batch_size: int) -> dict[str, NDArray[np.generic]]:
-        """Preallocated (zeroed) output arrays for ``sample(batch_size, out=...)``. For a component with history
-        K > 1, ``obs.<name>`` and ``next_obs.<name>`` are the views ``w[:, :K]`` and ``w[:, 1:]`` of one
-        (B, K+1, *shape) array ``w`` (they share K-1 steps, so each step is copied once); they are not
-        C-contiguous (``torch.from_numpy`` accepts them; use ``reshape``/``flatten``, not ``view``)."""
+        shapes and dtypes. Raises ValueError when no valid transition is stored.
+
+        With ``gamma`` (in (0, 1]; required when ``n_step`` > 1) the transitions carry multi-step returns:
+        ``reward`` is the sum of up to ``n_step`` rewards discounted by ``gamma``, stopped early at a terminated
+        or truncated step or at the newest stored row of an episode; ``next_obs`` is the observation after the
+        last of them, ``terminated`` / ``truncated`` are that step's flags, and the extra key ``discount``
+        (float32 (B,)) is gamma^m for the m rewards summed. The same rows are picked as without ``gamma``."""
+    def alloc_batch(self, batch_size: int, *, n_step: int = 1) -> dict[str, NDArray[np.generic]]:
+        """Preallocated (zeroed) output arrays for ``sample(batch_size, out=..., n_step=n_step)``. With
+        ``n_step`` = 1, for a component with history K > 1, ``obs.<name>`` and ``next_obs.<name>`` are the views
+        ``w[:, :K]`` and ``w[:, 1:]`` of one (B, K+1, *shape) array ``w`` (they share K-1 steps, so each step is
+        copied once); they are not C-contiguous (``torch.from_numpy`` accepts them; use ``reshape``/``flatten``,
+        not ``view``). With ``n_step`` > 1 they are separate C-contiguous arrays and ``discount`` is added."""
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write raw little-endian arrays + a versioned JSON header (with checksums) to ``directory`` atomically:
         written under ``<directory>.tmp-<pid>``, then renamed into place; an existing save there is replaced

@@ -2,7 +2,8 @@
 
 Measures TMRL 0.7.1's ``MemoryTMLidar`` and ``MemoryTMFull`` (filled with synthetic samples in their own format:
 ``(act, obs, rew, terminated, truncated, info)`` with the per-step observation TMRL's sample compressors keep) and
-cpprb's ``ReplayBuffer`` holding the same LIDAR transitions flattened (obs and next_obs of 1 + 4*19 + 2*3 floats).
+cpprb's ``ReplayBuffer`` holding the same LIDAR transitions flattened (obs and next_obs of 1 + 4*19 + 2*3 floats),
+once with one-step transitions and once with its ``Nstep`` option (3 steps: cpprb sums the rewards as it stores).
 Prints one JSON line. Does not import our ``tmrl``: here ``tmrl`` is TMRL 0.7.1.
 
 usage: core_replay.py N_LIDAR N_IMAGES N_APPEND_CAPACITY MIN_TIME
@@ -124,11 +125,15 @@ def tmrl_append(samples: list[tuple], capacity: int, min_time: float) -> tuple[f
     return 100 * wall, 100 * cpu
 
 
-def cpprb_sampling(rng: np.random.Generator, n: int, min_time: float) -> tuple[float, float]:
-    """cpprb holding the same LIDAR transitions flattened: obs = speed + 4x19 LIDAR + 2 previous actions."""
+def cpprb_sampling(rng: np.random.Generator, n: int, min_time: float, n_step: int = 1) -> tuple[float, float]:
+    """cpprb holding the same LIDAR transitions flattened: obs = speed + 4x19 LIDAR + 2 previous actions; with
+    ``n_step`` > 1 its n-step buffer (rewards summed with gamma 0.9975 when stored)."""
     from cpprb import ReplayBuffer
 
     dim = 1 + 4 * 19 + 2 * 3
+    nstep = (
+        {"Nstep": {"size": n_step, "gamma": 0.9975, "rew": "rew", "next": "next_obs"}} if n_step > 1 else {}
+    )
     rb = ReplayBuffer(
         n,
         env_dict={
@@ -138,6 +143,7 @@ def cpprb_sampling(rng: np.random.Generator, n: int, min_time: float) -> tuple[f
             "next_obs": {"shape": dim, "dtype": np.float32},
             "done": {"dtype": np.float32},
         },
+        **nstep,
     )
     chunk = 10_000
     for i in range(0, n, chunk):
@@ -168,6 +174,7 @@ def main() -> None:
         "tmrl_full_batches_per_s": tmrl_sampling(MemoryTMFull, image_samples(rng, n_images), min_time),
         "tmrl_lidar_append_transitions_per_s": tmrl_append(lidar, n_append, min_time),
         "cpprb_lidar_batches_per_s": cpprb_sampling(rng, n_lidar, min_time),
+        "cpprb_nstep_lidar_batches_per_s": cpprb_sampling(rng, n_lidar, min_time, n_step=3),
     }
     res = {k: v[0] for k, v in measured.items()} | {f"{k}_cpu": v[1] for k, v in measured.items()}
     print(json.dumps(res))

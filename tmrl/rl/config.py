@@ -52,6 +52,14 @@ class AlgorithmConfig(_Strict):
         "(TrackMania 0.05 s, the built-in game 0.04 s), scaled to keep the horizon in seconds: "
         "1 - 0.005 x time step / reference (0.9975 at the built-in game's 0.02 s)",
     )
+    n_step: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="multi-step returns: the critics' target sums up to n_step discounted rewards (cut at episode "
+        "ends) and bootstraps n_step steps later; the rewards of the steps in between are those of the policy "
+        "that acted (uncorrected, and without their entropy bonus). 1 = one-step SAC",
+    )
     step_penalty: float = Field(
         0.0,
         ge=0,
@@ -93,6 +101,10 @@ class AlgorithmConfig(_Strict):
     def _check(self) -> AlgorithmConfig:
         if self.redq_m > self.redq_n:
             raise ValueError(f"redq_m ({self.redq_m}) must be <= redq_n ({self.redq_n})")
+        if self.n_step > 1 and self.smooth_temporal:
+            raise ValueError("smooth_temporal compares consecutive observations: it needs n_step = 1")
+        if self.n_step > 1 and self.step_penalty:
+            raise ValueError("step_penalty is paid per one-step transition: it needs n_step = 1")
         if self.lr_decay_steps is not None and not 0 <= self.lr_decay_steps[0] < self.lr_decay_steps[1]:
             raise ValueError(
                 f"lr_decay_steps {list(self.lr_decay_steps)} must be [start, end] with 0 <= start < end"

@@ -75,9 +75,14 @@ class Learner:
             seed=tc.seed,
             prefetch=tc.prefetch,
             ring=ring,
+            n_step=config.algorithm.n_step,
+            gamma=self.algo.gamma,
         )
         if ready:
-            self.memory.restore_ready(ready)
+            try:
+                self.memory.restore_ready(ready)
+            except ValueError as exc:
+                raise CheckpointError(f"checkpoint in {self.run_dir}: {exc}; use another run name") from exc
         self.metrics = (
             MetricsWriter(self.run_dir, tensorboard=tensorboard) if self.run_dir is not None else None
         )

@@ -5,6 +5,9 @@ leading batch dimension. The sampler thread fills preallocated slots with ``Repl
 sampling runs without the GIL) and wraps them as torch tensors without copying; a minibatch handed out by
 ``sample()`` stays valid until the next ``sample()`` call, when its slot goes back to the sampler. With
 ``prefetch=0`` sampling happens in the caller's thread instead (fully deterministic).
+
+With ``n_step`` > 1 the ring samples multi-step returns (``ReplayRing.sample``): ``reward`` is the discounted sum
+of up to n rewards, ``next_obs`` the observation after the last of them, and ``Minibatch.discount`` gamma^m.
 """
 
 from __future__ import annotations
@@ -31,13 +34,17 @@ class Minibatch(NamedTuple):
     next_obs: dict[str, Tensor]
     terminated: Tensor  # (B,) float32, 1.0 where the episode ended by termination (no bootstrap)
     truncated: Tensor  # (B,) bool, informative only: truncation bootstraps
+    discount: Tensor | None = None  # (B,) float32 gamma^m of n-step returns; None: one step, gamma
 
 
 class _Slot:
     """Preallocated numpy output of one ``ReplayRing.sample`` call and its zero-copy torch views."""
 
-    def __init__(self, ring: ReplayRing, spec: ObservationSpec, batch_size: int) -> None:
-        self.arrays = ring.alloc_batch(batch_size)
+    def __init__(
+        self, ring: ReplayRing, spec: ObservationSpec, batch_size: int, n_step: int, gamma: float | None
+    ) -> None:
+        self.n_step, self.gamma = n_step, gamma
+        self.arrays = ring.alloc_batch(batch_size, n_step=n_step)
         t = {k: torch.from_numpy(v) for k, v in self.arrays.items()}
         self.terminated = torch.zeros(batch_size, dtype=torch.float32)
         names = [c.name for c in spec.components]
@@ -48,11 +55,15 @@ class _Slot:
             next_obs={n: t[f"next_obs.{n}"] for n in names},
             terminated=self.terminated,
             truncated=t["truncated"],
+            discount=t.get("discount"),
         )
         self._term_bool = t["terminated"]
 
     def fill(self, ring: ReplayRing) -> None:
-        ring.sample(len(self.terminated), out=self.arrays)
+        if self.n_step == 1:
+            ring.sample(len(self.terminated), out=self.arrays)
+        else:
+            ring.sample(len(self.terminated), out=self.arrays, n_step=self.n_step, gamma=self.gamma)
         self.terminated.copy_(self._term_bool)
 
     def tensors(self) -> dict[str, Tensor]:
@@ -62,6 +73,11 @@ class _Slot:
         return out
 
     def load(self, tensors: Mapping[str, Tensor]) -> None:
+        missing = sorted(set(self.arrays) - set(tensors))
+        if missing:
+            raise ValueError(
+                f"a saved minibatch lacks {missing}: it was sampled with another algorithm.n_step than {self.n_step}"
+            )
         for k, v in self.arrays.items():
             v[...] = tensors[k].numpy()
         self.terminated.copy_(tensors["terminated_f"])
@@ -80,8 +96,13 @@ class ReplayMemory:
         seed: int | None = None,
         prefetch: int = 4,
         ring: ReplayRing | None = None,
+        n_step: int = 1,
+        gamma: float | None = None,
     ) -> None:
+        if n_step > 1 and gamma is None:
+            raise ValueError(f"n_step = {n_step} needs gamma")
         self.spec = spec
+        self.n_step, self.gamma = n_step, gamma
         self.batch_size = batch_size
         self.device = device or torch.device("cpu")
         self.prefetch = prefetch
@@ -91,7 +112,7 @@ class ReplayMemory:
             else ReplayRing(capacity, spec.ring_components(), spec.action_dim, seed=seed)
         )
         n_slots = max(prefetch, 1) + 1
-        self._slots = [_Slot(self.ring, spec, batch_size) for _ in range(n_slots)]
+        self._slots = [_Slot(self.ring, spec, batch_size, n_step, gamma) for _ in range(n_slots)]
         self._free: queue.Queue[int] = queue.Queue()
         self._ready: queue.Queue[int] = queue.Queue()
         for i in range(n_slots):
@@ -191,7 +212,7 @@ class ReplayMemory:
         """Queue minibatches saved by ``pause`` (on resume) ahead of anything newly sampled."""
         self.pause()
         while self._free.qsize() < len(batches):  # saved with a larger prefetch: add slots
-            self._slots.append(_Slot(self.ring, self.spec, self.batch_size))
+            self._slots.append(_Slot(self.ring, self.spec, self.batch_size, self.n_step, self.gamma))
             self._free.put(len(self._slots) - 1)
         for tensors in batches:
             i = self._free.get_nowait()
@@ -213,4 +234,5 @@ def _to_device(b: Minibatch, device: torch.device) -> Minibatch:
         next_obs={k: mv(v) for k, v in b.next_obs.items()},
         terminated=mv(b.terminated),
         truncated=mv(b.truncated),
+        discount=None if b.discount is None else mv(b.discount),
     )

@@ -151,7 +151,11 @@ class SAC:
 
     def _soft_target(self, b: Minibatch, next_q: Tensor, next_logp: Tensor, alpha: Tensor) -> Tensor:
         """Soft Bellman target; ``algorithm.step_penalty`` is taken off every reward, and only termination stops
-        the bootstrap (truncated rows bootstrap)."""
+        the bootstrap (truncated rows bootstrap). With n-step returns the reward is the discounted sum of m rewards
+        and the bootstrap is discounted by ``b.discount`` = gamma^m (the configuration refuses a step penalty
+        there)."""
+        if b.discount is not None:
+            return b.reward + b.discount * (1.0 - b.terminated) * (next_q - alpha * next_logp)
         reward = b.reward - self.algo.step_penalty if self.algo.step_penalty else b.reward
         return reward + self.gamma * (1.0 - b.terminated) * (next_q - alpha * next_logp)
 

@@ -15,7 +15,8 @@ use pyo3::types::{PyDict, PySlice, PyString};
 
 use super::errors::to_py;
 use crate::replay::{
-    BatchIn, ColumnIn, ColumnOut, CompOut, ComponentSpec, Dtype, ReplayRing, RingSpec, SampleOut,
+    BatchIn, ColumnIn, ColumnOut, CompOut, ComponentSpec, Dtype, NStep, ReplayRing, RingSpec,
+    SampleOut,
 };
 
 /// How an argument is named in error messages; formatted only on error.
@@ -44,9 +45,13 @@ struct Keys {
     next_obs_s: Vec<String>,
     names: Vec<Py<PyString>>,
     scalars: [Py<PyString>; 4],
+    discount: Py<PyString>,
 }
 
 const SCALARS: [&str; 4] = ["action", "reward", "terminated", "truncated"];
+
+/// The key of the n-step discounts (gamma^m per transition), written when `sample` is given `gamma`.
+const DISCOUNT: &str = "discount";
 
 impl Keys {
     fn new(py: Python<'_>, spec: &RingSpec) -> Self {
@@ -68,6 +73,7 @@ impl Keys {
             next_obs_s,
             names: spec.components.iter().map(|c| s(&c.name)).collect(),
             scalars: SCALARS.map(s),
+            discount: s(DISCOUNT),
         }
     }
 }
@@ -296,9 +302,10 @@ impl PyReplayRing {
         i: usize,
         c: &ComponentSpec,
         batch: usize,
+        windows: bool,
     ) -> PyResult<OutComp<'py>> {
         let (k, py) = (&self.keys, out.py());
-        if c.history > 1 {
+        if c.history > 1 && windows {
             let obs = get_key(out, k.obs[i].bind(py), "out")?;
             let next = get_key(out, k.next_obs[i].bind(py), "out")?;
             let what = Name::Out(&k.obs_s[i]);
@@ -323,6 +330,13 @@ impl PyReplayRing {
                     !u.is_c_contiguous() && u.shape() == view.as_slice()
                 };
                 if arr.cast::<PyUntypedArray>().is_ok_and(only_layout) {
+                    if !windows {
+                        return Err(value_err(format!(
+                            "{} is not C-contiguous: with n_step > 1, obs and next_obs are separate arrays \
+                             (alloc_batch(batch_size, n_step=...) makes them)",
+                            Name::Out(key_s)
+                        )));
+                    }
                     return Err(value_err(format!(
                         "{} is neither C-contiguous nor a view of a window: pass the arrays of alloc_batch \
                          (obs = w[:, :K] and next_obs = w[:, 1:] of one (B, K+1, ...) array w) or C-contiguous ones",
@@ -487,17 +501,38 @@ impl PyReplayRing {
             .map_err(to_py)
     }
 
-    #[pyo3(signature = (batch_size, out = None))]
+    #[pyo3(signature = (batch_size, out = None, *, n_step = 1, gamma = None))]
     fn sample<'py>(
         &self,
         py: Python<'py>,
         batch_size: i64,
         out: Option<Bound<'py, PyAny>>,
+        n_step: i64,
+        gamma: Option<f32>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let b = to_usize("batch_size", batch_size, 0)?;
+        let n = to_usize("n_step", n_step, 1)?;
+        let nstep = match gamma {
+            Some(g) => Some(NStep::new(n, g).map_err(|e| value_err(format!("sample: {e}")))?),
+            None if n > 1 => {
+                return Err(value_err(format!(
+                    "sample: n_step = {n} needs gamma (the discount of the multi-step returns)"
+                )))
+            }
+            None => None,
+        };
         let out = match out {
             Some(o) => o,
-            None => self.alloc_batch(py, batch_size)?.into_any(),
+            None => {
+                let d = self.alloc_batch(py, batch_size, n_step)?;
+                if nstep.is_some() && n == 1 {
+                    d.set_item(
+                        self.keys.discount.bind(py),
+                        PyArrayDyn::<f32>::zeros(py, [b].as_slice(), false),
+                    )?;
+                }
+                d.into_any()
+            }
         };
         if b == 0 {
             self.no_transition_yet()?;
@@ -506,7 +541,7 @@ impl PyReplayRing {
         let spec = self.ring.spec();
         let mut comps = Vec::with_capacity(spec.components.len());
         for (i, c) in spec.components.iter().enumerate() {
-            comps.push(self.out_comp(&out, i, c, b)?);
+            comps.push(self.out_comp(&out, i, c, b, n == 1)?);
         }
         let [ka, kr, kte, ktr] = &self.keys.scalars;
         let get = |k: &Py<PyString>| get_key(&out, k.bind(py), "out");
@@ -526,6 +561,10 @@ impl PyReplayRing {
         let mut reward = arr_f32(kr, SCALARS[1], &[])?;
         let mut terminated = arr_bool(kte, SCALARS[2])?;
         let mut truncated = arr_bool(ktr, SCALARS[3])?;
+        let mut discount = match nstep {
+            Some(_) => Some(arr_f32(&self.keys.discount, DISCOUNT, &[])?),
+            None => None,
+        };
         let mut dst = SampleOut {
             comps: out_slices(&mut comps)?,
             action: slice_mut(Name::Out(SCALARS[0]), &mut action)?,
@@ -533,7 +572,14 @@ impl PyReplayRing {
             terminated: slice_mut(Name::Out(SCALARS[2]), &mut terminated)?,
             truncated: slice_mut(Name::Out(SCALARS[3]), &mut truncated)?,
         };
-        py.detach(|| self.ring.sample(&mut dst)).map_err(to_py)?;
+        match (nstep, discount.as_mut()) {
+            (Some(ns), Some(d)) => {
+                let d = slice_mut(Name::Out(DISCOUNT), d)?;
+                py.detach(|| self.ring.sample_n(&mut dst, ns, d))
+            }
+            _ => py.detach(|| self.ring.sample(&mut dst)),
+        }
+        .map_err(to_py)?;
         drop(dst);
         if out.is_instance_of::<PyDict>() {
             return Ok(out);
@@ -544,16 +590,32 @@ impl PyReplayRing {
         for key in k.obs.iter().chain(&k.next_obs).chain(&k.scalars) {
             d.set_item(key.bind(py), get(key)?)?;
         }
+        if nstep.is_some() {
+            d.set_item(k.discount.bind(py), get(&k.discount)?)?;
+        }
         Ok(d.into_any())
     }
 
-    fn alloc_batch<'py>(&self, py: Python<'py>, batch_size: i64) -> PyResult<Bound<'py, PyDict>> {
+    #[pyo3(signature = (batch_size, *, n_step = 1))]
+    fn alloc_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch_size: i64,
+        n_step: i64,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let b = to_usize("batch_size", batch_size, 0)?;
+        let windows = to_usize("n_step", n_step, 1)? == 1;
         let spec = self.ring.spec();
         let d = PyDict::new(py);
+        if !windows {
+            d.set_item(
+                self.keys.discount.bind(py),
+                PyArrayDyn::<f32>::zeros(py, [b].as_slice(), false),
+            )?;
+        }
         for (i, c) in spec.components.iter().enumerate() {
             let (obs_key, next_key) = (self.keys.obs[i].bind(py), self.keys.next_obs[i].bind(py));
-            if c.history > 1 {
+            if c.history > 1 && windows {
                 // One (B, K+1, *shape) window; obs and next_obs are its overlapping views.
                 let k = c.history as isize;
                 let whole: Vec<usize> =

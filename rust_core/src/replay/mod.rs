@@ -13,6 +13,11 @@
 //! frame is repeated. A row is a valid transition start when its successor is stored and is not the first row of
 //! an episode (successor links are only made inside an episode, so "has a successor" is the whole test).
 //!
+//! Multi-step returns (`sample_n`): from a sampled row t the sampler follows successor links for up to n steps,
+//! summing the discounted rewards, and stops early at a terminated or truncated step or at a row whose successor
+//! is not stored yet (the newest row of a running episode). The next observation is the one m <= n steps later
+//! and the sampler reports gamma^m with it, so the target is `reward + discount * (1 - terminated) * V(next)`.
+//!
 //! Concurrency: the storage sits behind a `parking_lot::RwLock`. An append holds the write lock only for the
 //! copy of its batch; samplers hold the read lock while they gather one minibatch, so any number of samplers run
 //! together and no reader ever sees a half-written row. The RNG sits behind its own mutex, held only to split off
@@ -296,6 +301,33 @@ pub struct SampleOut<'a> {
     pub truncated: &'a mut [bool],
 }
 
+/// Multi-step returns: sum up to `n` rewards discounted by `gamma` per step (`n` = 1: one-step transitions).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NStep {
+    pub n: usize,
+    pub gamma: f32,
+}
+
+impl NStep {
+    /// Longest n accepted (a sanity bound: far beyond any useful multi-step return).
+    pub const MAX: usize = 256;
+
+    pub fn new(n: usize, gamma: f32) -> CoreResult<Self> {
+        if n == 0 || n > Self::MAX {
+            return Err(CoreError::Value(format!(
+                "n_step must be in 1..={}, not {n}",
+                Self::MAX
+            )));
+        }
+        if !(gamma > 0.0 && gamma <= 1.0) {
+            return Err(CoreError::Value(format!(
+                "gamma must be in (0, 1], not {gamma}"
+            )));
+        }
+        Ok(Self { n, gamma })
+    }
+}
+
 /// Per-row metadata in one record, so a row's links and scalars share a cache line (and its neighbours').
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
@@ -445,31 +477,25 @@ fn gather_split<T: Plain>(
     }
 }
 
-/// Writes one component's histories as one (B, K+1, row) window.
-fn gather_window<T: Plain>(
+/// Writes one component's k-step histories from `chains` (`w` slots per transition): for each transition the k
+/// slots ending just before index `end` of its chain. A (B, K+1, row) window is k = K+1 with end = w.
+fn gather_hist<T: Plain>(
     src: &[T],
-    win: &mut [T],
+    dst: &mut [T],
     chains: &[usize],
     w: usize,
+    end: usize,
     k: usize,
     row: usize,
 ) {
     let b = chains.len() / w;
     for i in 0..b {
         if i + PREFETCH < b {
-            prefetch_window(
-                src,
-                &chains[(i + PREFETCH) * w + w - 1 - k..(i + PREFETCH + 1) * w],
-                row,
-            );
+            let j = i + PREFETCH;
+            prefetch_window(src, &chains[j * w + end - k..j * w + end], row);
         }
-        let c = &chains[i * w + w - 1 - k..(i + 1) * w];
-        copy_rows(
-            src,
-            &mut win[i * (k + 1) * row..(i + 1) * (k + 1) * row],
-            c,
-            row,
-        );
+        let c = &chains[i * w + end - k..i * w + end];
+        copy_rows(src, &mut dst[i * k * row..(i + 1) * k * row], c, row);
     }
 }
 
@@ -746,6 +772,47 @@ impl ReplayRing {
     /// Three passes over the minibatch, each prefetching a few transitions ahead: rebuild every history as a
     /// chain of slots (following predecessor links), then copy component by component, then the scalars.
     pub fn sample(&self, out: &mut SampleOut<'_>) -> CoreResult<()> {
+        self.sample_impl(out, None)
+    }
+
+    /// Samples `out.reward.len()` valid transitions uniformly, with multi-step returns: `out.reward` receives the
+    /// sum of up to `nstep.n` rewards discounted by `nstep.gamma`, the next observation is the one after the last
+    /// of them, `out.terminated` / `out.truncated` are that last step's flags, and `discount` receives gamma^m
+    /// for the m rewards summed. The same row picks as `sample` for the same RNG state. With n > 1 every
+    /// component needs separate obs / next_obs outputs (a window shares steps that n-step transitions do not).
+    pub fn sample_n(
+        &self,
+        out: &mut SampleOut<'_>,
+        nstep: NStep,
+        discount: &mut [f32],
+    ) -> CoreResult<()> {
+        if discount.len() != out.reward.len() {
+            return Err(CoreError::Shape(format!(
+                "sample: out[\"discount\"] holds {} elements, expected {} for batch {}",
+                discount.len(),
+                out.reward.len(),
+                out.reward.len()
+            )));
+        }
+        if nstep.n > 1 {
+            for (c, comp) in self.spec.components.iter().zip(&out.comps) {
+                if matches!(comp, CompOut::Window(_)) {
+                    return Err(CoreError::Value(format!(
+                        "sample: component {:?} is sampled into a window, which needs n_step = 1 (pass separate \
+                         obs / next_obs arrays)",
+                        c.name
+                    )));
+                }
+            }
+        }
+        self.sample_impl(out, Some((nstep, discount)))
+    }
+
+    fn sample_impl(
+        &self,
+        out: &mut SampleOut<'_>,
+        nstep: Option<(NStep, &mut [f32])>,
+    ) -> CoreResult<()> {
         let b = self.check_out(out)?;
         let mut rng = self.rng.lock().split();
         let st = self.storage.read();
@@ -775,6 +842,18 @@ impl ReplayRing {
                 top + self.spec.capacity - d
             }
         };
+        // Fills c[..last] with the predecessors of c[last], oldest first, repeating the oldest available row at
+        // an episode start or where the predecessor was overwritten.
+        let back = |c: &mut [usize], last: usize| {
+            for k in (0..last).rev() {
+                let p = st.meta[c[k + 1]].prev;
+                c[k] = if p != NONE && p >= oldest {
+                    slot(p)
+                } else {
+                    c[k + 1]
+                };
+            }
+        };
         let mut chains = vec![0usize; b * w];
         for (i, c) in chains.chunks_exact_mut(w).enumerate() {
             if let Some(&ahead) = slots.get(i + PREFETCH) {
@@ -784,14 +863,31 @@ impl ReplayRing {
             let t = slots[i];
             c[kmax] = slot(st.meta[t].next);
             c[kmax - 1] = t;
-            for k in (0..kmax - 1).rev() {
-                let cur = c[k + 1];
-                let p = st.meta[cur].prev;
-                c[k] = if p != NONE && p >= oldest {
-                    slot(p)
-                } else {
-                    cur
+            back(c, kmax - 1);
+        }
+        // n-step: walk each transition's successors to the end of its return, then chain that row's history.
+        let multi = nstep.as_ref().filter(|(ns, _)| ns.n > 1).map(|(ns, _)| *ns);
+        let mut returns: Vec<(f32, bool, bool, f32)> = Vec::new();
+        let mut next_chains: Vec<usize> = Vec::new();
+        if let Some(ns) = multi {
+            returns.reserve(b);
+            next_chains = vec![0usize; b * w];
+            for (i, c) in next_chains.chunks_exact_mut(w).enumerate() {
+                let (mut cur, mut sum, mut g, mut steps) = (slots[i], 0.0f32, 1.0f32, 0);
+                c[kmax] = loop {
+                    // `cur` is a valid start: its successor is stored (it is newer than `cur`).
+                    let m = &st.meta[cur];
+                    sum += g * m.reward;
+                    g *= ns.gamma;
+                    steps += 1;
+                    let nxt = slot(m.next);
+                    if m.terminated || m.truncated || steps == ns.n || st.meta[nxt].next == NONE {
+                        returns.push((sum, m.terminated, m.truncated, g));
+                        break nxt;
+                    }
+                    cur = nxt;
                 };
+                back(c, kmax);
             }
         }
         for ((c, col), dst) in self
@@ -802,6 +898,33 @@ impl ReplayRing {
             .zip(out.comps.iter_mut())
         {
             let (k, row) = (c.history, c.row_len());
+            if multi.is_some() {
+                // Windows were refused by `sample_n`.
+                match (col, dst) {
+                    (
+                        Column::U8(src),
+                        CompOut::Split {
+                            obs: ColumnOut::U8(o),
+                            next_obs: ColumnOut::U8(n),
+                        },
+                    ) => {
+                        gather_hist(src, o, &chains, w, kmax, k, row);
+                        gather_hist(src, n, &next_chains, w, w, k, row);
+                    }
+                    (
+                        Column::F32(src),
+                        CompOut::Split {
+                            obs: ColumnOut::F32(o),
+                            next_obs: ColumnOut::F32(n),
+                        },
+                    ) => {
+                        gather_hist(src, o, &chains, w, kmax, k, row);
+                        gather_hist(src, n, &next_chains, w, w, k, row);
+                    }
+                    _ => unreachable!("dtypes checked in check_out, windows in sample_n"),
+                }
+                continue;
+            }
             match (col, dst) {
                 (
                     Column::U8(src),
@@ -818,10 +941,10 @@ impl ReplayRing {
                     },
                 ) => gather_split(src, o, n, &chains, w, k, row),
                 (Column::U8(src), CompOut::Window(ColumnOut::U8(win))) => {
-                    gather_window(src, win, &chains, w, k, row)
+                    gather_hist(src, win, &chains, w, w, k + 1, row)
                 }
                 (Column::F32(src), CompOut::Window(ColumnOut::F32(win))) => {
-                    gather_window(src, win, &chains, w, k, row)
+                    gather_hist(src, win, &chains, w, w, k + 1, row)
                 }
                 _ => unreachable!("dtypes checked in check_out"),
             }
@@ -833,10 +956,25 @@ impl ReplayRing {
                 prefetch(&st.action[ahead * a]);
             }
             out.action[i * a..(i + 1) * a].copy_from_slice(&st.action[t * a..(t + 1) * a]);
-            let m = &st.meta[t];
-            out.reward[i] = m.reward;
-            out.terminated[i] = m.terminated;
-            out.truncated[i] = m.truncated;
+            if let Some(&(sum, terminated, truncated, _)) = returns.get(i) {
+                out.reward[i] = sum;
+                out.terminated[i] = terminated;
+                out.truncated[i] = truncated;
+            } else {
+                let m = &st.meta[t];
+                out.reward[i] = m.reward;
+                out.terminated[i] = m.terminated;
+                out.truncated[i] = m.truncated;
+            }
+        }
+        if let Some((ns, discount)) = nstep {
+            if returns.is_empty() {
+                discount.fill(ns.gamma);
+            } else {
+                for (d, r) in discount.iter_mut().zip(&returns) {
+                    *d = r.3;
+                }
+            }
         }
         Ok(())
     }

@@ -89,6 +89,12 @@ struct Out {
 }
 
 fn sample(ring: &ReplayRing, b: usize) -> CoreResult<Out> {
+    sample_with(ring, b, None).map(|(o, _)| o)
+}
+
+/// `sample`, or `sample_n` with `nstep` (then also the discounts).
+fn sample_with(ring: &ReplayRing, b: usize, nstep: Option<NStep>) -> CoreResult<(Out, Vec<f32>)> {
+    let mut discount = vec![0.0; b];
     let mut o = Out {
         x: vec![0.0; b * 6],
         nx: vec![0.0; b * 6],
@@ -101,7 +107,7 @@ fn sample(ring: &ReplayRing, b: usize) -> CoreResult<Out> {
         terminated: vec![false; b],
         truncated: vec![false; b],
     };
-    ring.sample(&mut SampleOut {
+    let mut dst = SampleOut {
         comps: vec![
             CompOut::Split {
                 obs: ColumnOut::F32(&mut o.x),
@@ -120,8 +126,12 @@ fn sample(ring: &ReplayRing, b: usize) -> CoreResult<Out> {
         reward: &mut o.reward,
         terminated: &mut o.terminated,
         truncated: &mut o.truncated,
-    })?;
-    Ok(o)
+    };
+    match nstep {
+        None => ring.sample(&mut dst)?,
+        Some(ns) => ring.sample_n(&mut dst, ns, &mut discount)?,
+    }
+    Ok((o, discount))
 }
 
 /// (stream, step) of the sampled transition i, after checking that every field agrees with it and that the
@@ -498,4 +508,138 @@ fn load_rejects_missing_corrupt_and_incompatible_saves() {
     assert!(matches!(ring.save(&other), Err(CoreError::Io(m)) if m.contains("refusing")));
     assert!(other.join("keep.txt").exists());
     std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// One stream of 40 steps (0..=39) in a ring of 32 (steps 8.. stored); episodes start at steps 0 and 17 and 26
+/// (step 15 terminated, step 16 its final observation; step 25 truncated, 26 starts the next), step 33 is
+/// truncated without an episode start after it (a time limit the worker bootstraps through).
+fn nstep_ring(seed: u64) -> ReplayRing {
+    let ring = ReplayRing::new(spec(32), Some(seed));
+    let mut t = steps(0, 0, 40, &[0, 17, 26]);
+    t.terminated = (0..40).map(|s| s == 15).collect();
+    t.truncated = (0..40).map(|s| s == 25 || s == 33).collect();
+    append(&ring, 0, &t).unwrap();
+    ring
+}
+
+#[test]
+fn nstep_returns_follow_the_stream_and_stop_at_episode_ends() {
+    let (n, gamma) = (4, 0.5f32);
+    let ring = nstep_ring(11);
+    let (o, discount) = sample_with(&ring, 400, Some(NStep::new(n, gamma).unwrap())).unwrap();
+    let (oldest, last) = (8u64, 39u64);
+    let has_successor = |u: u64| u < last && ![16, 25].contains(&u);
+    let mut lengths = [0usize; 5];
+    for i in 0..400 {
+        let t = o.s[i] as u64;
+        assert!(
+            has_successor(t) && t >= oldest,
+            "step {t} is no transition start"
+        );
+        // The reference walk, step by step.
+        let (mut sum, mut g, mut m) = (0.0f32, 1.0f32, 0u64);
+        loop {
+            let u = t + m;
+            sum += g * (u as f32 * 0.5);
+            g *= gamma;
+            m += 1;
+            if u == 15 || u == 25 || u == 33 || m == n as u64 || !has_successor(u + 1) {
+                break;
+            }
+        }
+        let end = t + m;
+        lengths[m as usize] += 1;
+        assert!(
+            (o.reward[i] - sum).abs() <= 1e-5 * sum.abs().max(1.0),
+            "step {t}"
+        );
+        assert_eq!(discount[i], g);
+        assert_eq!(o.terminated[i], end - 1 == 15);
+        assert_eq!(o.truncated[i], end - 1 == 25 || end - 1 == 33);
+        assert_eq!(
+            o.action[i * A + 1],
+            -(t as f32),
+            "the action is the first step's"
+        );
+        assert_eq!(o.ns[i], end as f32, "next_obs is {m} steps later");
+        // Histories: obs ends at t, next_obs at t + m, each repeating its episode's oldest stored step.
+        let start = |u: u64| {
+            [0u64, 17, 26]
+                .into_iter()
+                .filter(|&e| e <= u)
+                .max()
+                .unwrap()
+                .max(oldest)
+        };
+        for (hist, at) in [(&o.x, t), (&o.nx, end)] {
+            let got: Vec<f32> = (0..3).map(|k| hist[i * 6 + 2 * k + 1]).collect();
+            let want: Vec<f32> = (0..3).map(|k| (at - 2 + k).max(start(at)) as f32).collect();
+            assert_eq!(got, want, "history ending at step {at}");
+        }
+        assert_eq!(o.nimg[i * 6 + 3], (end % 251) as u8);
+        assert_eq!(o.nimg[i * 6], ((end - 1).max(start(end)) % 251) as u8);
+    }
+    assert!(
+        lengths[1..].iter().all(|&c| c > 0),
+        "returns of every length 1..=4: {lengths:?}"
+    );
+}
+
+#[test]
+fn nstep_one_is_the_one_step_sample_with_gamma() {
+    let (a, b) = (nstep_ring(5), nstep_ring(5));
+    let plain = sample(&a, 300).unwrap();
+    let (one, discount) = sample_with(&b, 300, Some(NStep::new(1, 0.9).unwrap())).unwrap();
+    assert_eq!(format!("{plain:?}"), format!("{one:?}"));
+    assert!(discount.iter().all(|&d| d == 0.9));
+}
+
+#[test]
+fn nstep_refuses_windows_bad_discounts_and_bad_settings() {
+    let ring = nstep_ring(1);
+    assert!(NStep::new(0, 0.9).is_err());
+    assert!(NStep::new(NStep::MAX + 1, 0.9).is_err());
+    assert!(NStep::new(3, 0.0).is_err());
+    assert!(NStep::new(3, 1.5).is_err());
+    assert!(NStep::new(3, f32::NAN).is_err());
+    let (mut win, mut ni, mut i, mut s, mut ns) = (
+        vec![0.0; 2 * 4 * 2],
+        vec![0; 12],
+        vec![0; 12],
+        vec![0.0; 2],
+        vec![0.0; 2],
+    );
+    let (mut act, mut rew, mut te, mut tr) = (
+        vec![0.0; 2 * A],
+        vec![0.0; 2],
+        vec![false; 2],
+        vec![false; 2],
+    );
+    let mut out = SampleOut {
+        comps: vec![
+            CompOut::Window(ColumnOut::F32(&mut win)),
+            CompOut::Split {
+                obs: ColumnOut::U8(&mut i),
+                next_obs: ColumnOut::U8(&mut ni),
+            },
+            CompOut::Split {
+                obs: ColumnOut::F32(&mut s),
+                next_obs: ColumnOut::F32(&mut ns),
+            },
+        ],
+        action: &mut act,
+        reward: &mut rew,
+        terminated: &mut te,
+        truncated: &mut tr,
+    };
+    let err = ring
+        .sample_n(&mut out, NStep::new(3, 0.9).unwrap(), &mut [0.0; 2])
+        .unwrap_err();
+    assert!(err.to_string().contains("window"), "{err}");
+    let err = ring
+        .sample_n(&mut out, NStep::new(1, 0.9).unwrap(), &mut [0.0; 3])
+        .unwrap_err();
+    assert!(err.to_string().contains("discount"), "{err}");
+    ring.sample_n(&mut out, NStep::new(1, 0.9).unwrap(), &mut [0.0; 2])
+        .unwrap();
 }
