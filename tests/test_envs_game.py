@@ -193,9 +193,11 @@ def test_action_acts_one_time_step_after_its_observation(game, reward_file: Path
     """rtgym's timing: ``step(a_t)`` returns an observation captured while ``a_{t-1}`` drives.
 
     At 25 Hz (two physics frames a step) the game has always applied ``a_{t-1}`` by the capture at the end of the
-    step. At the 50 Hz default a step is one physics frame, so the capture and the game's tick race: most
-    observations show ``a_{t-1}``, the rest ``a_{t-2}`` (never a newer one, which would break causality, nor an
-    older one). The observation's ``prev_actions`` carry both, so the policy is not misled either way.
+    step. At the 50 Hz default a step is one physics frame, so the capture and the game's tick race: an
+    observation shows ``a_{t-1}`` or ``a_{t-2}`` (never a newer one, which would break causality, nor an older
+    one), in shares that depend on the phase of the steps against the game's tick: most runs see ``a_{t-1}``
+    more than half the time, one clean-clone run saw it in 6 of 28 steps. The observation's ``prev_actions``
+    carry both, so the policy is not misled either way.
     """
     seen, ramp = steering_seen(game, reward_file, 0.04)
     exact = sum(abs(s - a) < 1e-3 for s, a in zip(seen[1:], ramp, strict=False))
@@ -204,7 +206,7 @@ def test_action_acts_one_time_step_after_its_observation(game, reward_file: Path
     seen, ramp = steering_seen(game, reward_file, 0.02)
     previous = [abs(s - a) < 1e-3 for s, a in zip(seen[2:], ramp[1:], strict=False)]
     before = [abs(s - a) < 1e-3 for s, a in zip(seen[2:], ramp, strict=False)]
-    assert sum(previous) >= 0.5 * len(previous), (seen, ramp)
+    assert any(previous), (seen, ramp)
     assert sum(p or b for p, b in zip(previous, before, strict=True)) >= 0.9 * len(previous), (seen, ramp)
 
 
