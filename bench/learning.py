@@ -611,7 +611,8 @@ def report(doc: dict) -> None:
             v: {k: doc["variants"][v].get(k) for k in ("minutes_run", "samples", "updates", "best_mean5")}
             if v in doc.get("variants", {})
             else "not run (time box)"
-            for v in ("images-cnn", "images-mobilenet", "images-cnn-b64")
+            for v, o in VARIANTS.items()
+            if o.get("env.observation") == IMAGES["env.observation"]
         },
     }
     write_results(NAME, figures(doc), extra)
