@@ -115,6 +115,9 @@ VARIANTS = {
     # one-step backups carry a reward 20 ms back per update at 50 Hz, half as far as at 25 Hz: 3-step returns
     # carry it 60 ms (the ring sums the rewards and bootstraps 3 steps later, cut at episode ends)
     "nstep-3": {"algorithm.n_step": "3"},
+    # n = 3 learned fastest on one seed and stood still near the start for 20-40 minutes on two: 2-step returns
+    # carry a reward 40 ms back per update, what one-step backups did at 25 Hz
+    "nstep-2": {"algorithm.n_step": "2"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -139,6 +142,7 @@ LABELS = {
     "lidar-8": "50 Hz defaults with 8 LIDAR scans in the observation (160 ms of history, as 4 at 25 Hz)",
     "noise-0.2": "50 Hz defaults, the exploration noise correlated over 0.2 s (worker.noise_correlation_s)",
     "nstep-3": "50 Hz defaults with 3-step returns in the critics' target (algorithm.n_step)",
+    "nstep-2": "50 Hz defaults with 2-step returns in the critics' target (algorithm.n_step)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -555,6 +559,7 @@ def plot(doc: dict, path: Path) -> None:
         "noise-0.2": "darkcyan",
         "noise-0.2-seed1": "turquoise",
         "nstep-3": "olive",
+        "nstep-2": "darkorange",
         "tmrl": "tab:orange",
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",
