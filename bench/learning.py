@@ -124,6 +124,7 @@ VARIANTS = {
     # a one-core CPU trainer makes about 0.5 CNN updates a second at batch 256 (bench/train): minibatches of 64
     # give about four times the updates in the hour, the only way to more than a few thousand on this machine
     "images-cnn-b64": {**IMAGES, "model.backbone": '"cnn"', "trainer.batch_size": "64"},
+    "images-mobilenet-b64": {**IMAGES, "model.backbone": '"mobilenet"', "trainer.batch_size": "64"},
 }
 LABELS = {
     "ours": f"tmrl defaults (TMRL's SAC with batch {TrainerConfig().batch_size}, weights every "
@@ -147,6 +148,7 @@ LABELS = {
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
     "images-cnn-b64": "images, CNN, minibatches of 64 (25 Hz defaults otherwise)",
+    "images-mobilenet-b64": "images, MobileNetV3-small, minibatches of 64 (25 Hz defaults otherwise)",
 }
 
 
@@ -564,6 +566,7 @@ def plot(doc: dict, path: Path) -> None:
         "images-cnn": "tab:purple",
         "images-mobilenet": "tab:brown",
         "images-cnn-b64": "indigo",
+        "images-mobilenet-b64": "saddlebrown",
     }
     for variant, res in doc.get("variants", {}).items():
         c = colors.get(variant, "gray")
