@@ -118,6 +118,10 @@ VARIANTS = {
     # n = 3 learned fastest on one seed and stood still near the start for 20-40 minutes on two: 2-step returns
     # carry a reward 40 ms back per update, what one-step backups did at 25 Hz
     "nstep-2": {"algorithm.n_step": "2"},
+    # one run in four of the defaults stopped the car at the first corner for the whole hour: with TMRL's
+    # clipped pedals an action below 0 is a released pedal, so once the actor's gas sits there the critics'
+    # gradient along the gas is zero and nothing pulls it back (SB3 maps CarRacing's [0, 1] pedals linearly)
+    "pedals-linear": {"env.pedals": '"linear"'},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -144,6 +148,7 @@ LABELS = {
     "noise-0.2": "50 Hz defaults, the exploration noise correlated over 0.2 s (worker.noise_correlation_s)",
     "nstep-3": "50 Hz defaults with 3-step returns in the critics' target (algorithm.n_step)",
     "nstep-2": "50 Hz defaults with 2-step returns in the critics' target (algorithm.n_step)",
+    "pedals-linear": "50 Hz defaults, gas and brake pressed by (action + 1) / 2 instead of max(0, action)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -500,6 +505,7 @@ def figures(doc: dict) -> list[Figure]:
         (r"gamma-0\.99", "gamma 0.99 (25 Hz)"),
         (r"lr-decay", "learning-rate decay (25 Hz)"),
         (r"smooth", "the actor smoothness penalty (25 Hz)"),
+        (r"pedals-linear", "linear pedals (50 Hz)"),
     ):
         runs = {
             k: v
@@ -558,6 +564,9 @@ def plot(doc: dict, path: Path) -> None:
         "fixed-start-128": "tab:red",
         "fixed-start-2threads": "magenta",
         "lidar-8": "deeppink",
+        "pedals-linear": "red",
+        "pedals-linear-seed1": "lightcoral",
+        "pedals-linear-seed3": "rosybrown",
         "noise-0.2": "darkcyan",
         "noise-0.2-seed1": "turquoise",
         "nstep-3": "olive",

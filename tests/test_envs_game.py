@@ -210,6 +210,32 @@ def test_action_acts_one_time_step_after_its_observation(game, reward_file: Path
     assert sum(p or b for p, b in zip(previous, before, strict=True)) >= 0.9 * len(previous), (seen, ramp)
 
 
+@pytest.mark.parametrize(("pedals", "gas", "brake"), [("clip", 0.0, 0.0), ("linear", 0.25, 0.05)])
+def test_pedal_mapping_reaches_the_game(
+    game, reward_file: Path, pedals: str, gas: float, brake: float
+) -> None:
+    """Gas -0.5 and brake -0.9 as actions: released with TMRL's clipping, pressed a quarter and a twentieth with
+    the linear mapping, as the game reports its inputs; the actor's spec records the mapping."""
+    env = RealTimeEnv(
+        env_config(reward_file, pedals=pedals, extra_telemetry=("gas", "brake")),
+        game,
+        track_seed=SEED,
+        owns_game=False,
+    )
+    try:
+        assert env.observation_spec.pedals == pedals
+        obs, _ = env.reset()
+        released = -1.0 if pedals == "linear" else 0.0  # prev_actions after a reset: pedals released
+        assert np.allclose(obs["prev_actions"], [[released, released, 0.0]] * 2)
+        for _ in range(30):
+            obs, *_ = env.step(np.array([-0.5, -0.9, 0.0], np.float32))
+        assert float(obs["gas"][0]) == pytest.approx(gas, abs=1e-4)
+        assert float(obs["brake"][0]) == pytest.approx(brake, abs=1e-4)
+        assert (float(obs["speed"][0]) > 0.01) == (gas > 0)  # a quarter of the gas moves the car within 0.6 s
+    finally:
+        env.close()
+
+
 def test_failure_countdown_terminates(game, reward_file: Path) -> None:
     cfg = env_config(
         reward_file,

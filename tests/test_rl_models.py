@@ -146,6 +146,20 @@ def test_actor_export_round_trip(tmp_path: Path, spec: ObservationSpec, obs_fn) 
     assert not list(path.parent.glob("*.tmp-*"))
 
 
+def test_actor_records_its_pedal_mapping(tmp_path: Path) -> None:
+    """The mapping an actor was trained with travels in its file; files from before the field mean "clip"."""
+    linear = ObservationSpec(LIDAR.components, LIDAR.action_dim, "linear")
+    assert linear != LIDAR and LIDAR.pedals == "clip"
+    assert (
+        load_actor(save_actor(tmp_path / "a.safetensors", Actor(linear, ModelConfig(hidden=(8,))))).spec
+        == linear
+    )
+    old = {k: v for k, v in LIDAR.to_dict().items() if k != "pedals"}
+    assert ObservationSpec.from_dict(old) == LIDAR
+    with pytest.raises(ValueError, match="pedal mapping"):
+        ObservationSpec(LIDAR.components, 3, "half")
+
+
 def test_actor_file_is_safetensors_layout(tmp_path: Path) -> None:
     import json
     import struct

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DTYPES = ("uint8", "float32")
+PEDAL_MAPPINGS = ("clip", "linear")
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,19 @@ class Component:
 
 @dataclass(frozen=True)
 class ObservationSpec:
-    """The ordered components of an observation plus the action dimension."""
+    """The ordered components of an observation, the action dimension and how the game reads the pedal actions
+    (``EnvConfig.pedals``; files written before it existed hold no mapping and mean "clip")."""
 
     components: tuple[Component, ...]
     action_dim: int
+    pedals: str = "clip"
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate component names in {names}")
+        if self.pedals not in PEDAL_MAPPINGS:
+            raise ValueError(f"pedal mapping must be one of {PEDAL_MAPPINGS}, not {self.pedals!r}")
 
     def ring_components(self) -> list[tuple[str, tuple[int, ...], str, int]]:
         """The ``components`` argument of ``tmrl._core.ReplayRing``."""
@@ -65,6 +70,7 @@ class ObservationSpec:
     def to_dict(self) -> dict:
         return {
             "action_dim": self.action_dim,
+            "pedals": self.pedals,
             "components": [
                 {"name": c.name, "shape": list(c.shape), "dtype": c.dtype, "history": c.history}
                 for c in self.components
@@ -77,4 +83,5 @@ class ObservationSpec:
         return cls(
             tuple(Component(c["name"], tuple(c["shape"]), c["dtype"], int(c["history"])) for c in comps),
             int(doc["action_dim"]),
+            str(doc.get("pedals", "clip")),
         )

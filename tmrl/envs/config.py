@@ -16,6 +16,7 @@ from tmrl.errors import ConfigError
 GameName = Literal["carracing", "tm2020"]
 ObservationMode = Literal["lidar", "lidar_progress", "images"]
 ExtraTelemetry = Literal["steer", "gas", "brake", "yaw_rate", "gear", "rpm"]
+PedalMapping = Literal["clip", "linear"]
 
 # LIDAR defaults per game. The built-in game's 96x96 view has the car at rows 66-76, column 48, facing up; its
 # bottom 12 rows are the dashboard, which beams from 90 to 270 degrees starting at row 71 never reach.
@@ -216,6 +217,13 @@ class EnvConfig(BaseModel):
         gt=0.0,
         description="Observed speed = telemetry speed / this. None = per game: 1000 on TrackMania (TMRL), "
         "300 on the built-in game (telemetry speed in km/h; flat out on a straight it reaches about 340).",
+    )
+    pedals: PedalMapping = Field(
+        default="clip",
+        description="How the gas and brake actions in [-1, 1] press the pedals. 'clip' (TMRL's): max(0, action), "
+        "so the lower half of each range is the released pedal and changes there do nothing; 'linear': "
+        "(action + 1) / 2, so every change of the action reaches the game (what SB3 does with CarRacing's [0, 1] "
+        "pedals). An actor records the mapping it was trained with.",
     )
     lidar: LidarConfig = Field(default_factory=LidarConfig, description="LIDAR geometry.")
     image: ImageConfig = Field(default_factory=ImageConfig, description="Image observations.")

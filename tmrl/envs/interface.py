@@ -25,6 +25,14 @@ if TYPE_CHECKING:
     from tmrl.games.telemetry import TelemetryFrame
 
 
+def pedal_values(gas: float, brake: float, mapping: str) -> tuple[float, float]:
+    """The gas and brake an action asks of the game's controller (pressed when > 0), per ``EnvConfig.pedals``:
+    'clip' passes them on (the game presses max(0, value)); 'linear' maps [-1, 1] onto [0, 1]."""
+    if mapping == "linear":
+        return 0.5 * (gas + 1.0), 0.5 * (brake + 1.0)
+    return gas, brake
+
+
 class GameInterface(RealTimeGymInterface):
     """Shared real-time loop body: apply [gas, brake, steer], capture, build the observation, compute reward."""
 
@@ -54,13 +62,16 @@ class GameInterface(RealTimeGymInterface):
         return action_space()
 
     def get_default_action(self) -> np.ndarray:
-        return np.zeros(3, np.float32)
+        """Released pedals, wheel straight (what ``prev_actions`` holds after a reset)."""
+        released = -1.0 if self.config.pedals == "linear" else 0.0
+        return np.array([released, released, 0.0], np.float32)
 
     def send_control(self, control: Any) -> None:
         if control is None or self.error is not None:
             return
         try:
-            self.game.controller.act(float(control[0]), float(control[1]), float(control[2]))
+            gas, brake = pedal_values(float(control[0]), float(control[1]), self.config.pedals)
+            self.game.controller.act(gas, brake, float(control[2]))
             if self.control_times is not None:
                 self.control_times.append(time.perf_counter())
         except Exception as exc:  # noqa: BLE001 - handed to the caller's thread by the wrapper

@@ -51,7 +51,7 @@ def observation_spec(config: EnvConfig) -> ObservationSpec:
         if name not in present:
             comps.append(Component(name, (1,)))
     comps.append(Component("prev_actions", (config.rtgym.act_buf_len, ACTION_DIM)))
-    return ObservationSpec(tuple(comps), ACTION_DIM)
+    return ObservationSpec(tuple(comps), ACTION_DIM, config.pedals)
 
 
 def component_space(comp: Component) -> gspaces.Box:
