@@ -184,9 +184,13 @@ def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
     path = run_dir / "metrics.csv"
     if not path.exists():
         return test, train
+    ends: dict[tuple[str, str], dict] = {}  # an episode's end stats, logged in the same row batch as its return
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             tag = row["tag"]
+            if tag in ("episodes/test_progress", "episodes/test_end_speed_kmh"):
+                key = "progress" if tag.endswith("progress") else "end_speed_kmh"
+                ends.setdefault((row["wall_time"], row["env_steps"]), {})[key] = round(float(row["value"]), 3)
             if tag not in ("episodes/test_return", "episodes/train_return"):
                 continue
             point = {
@@ -194,7 +198,11 @@ def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
                 "env_steps": int(row["env_steps"]),
                 "return": round(float(row["value"]), 1),
             }
+            if tag == "episodes/test_return":
+                point["_key"] = (row["wall_time"], row["env_steps"])
             (test if tag == "episodes/test_return" else train).append(point)
+    for p in test:  # where each test episode ended (runs logged before session 23 have no end stats)
+        p.update(ends.get(p.pop("_key"), {}))
     for i, p in enumerate(test):
         window = [q["return"] for q in test[max(0, i - WINDOW + 1) : i + 1]]
         p["mean5"] = round(float(np.mean(window)), 1) if len(window) == WINDOW else None
