@@ -56,7 +56,11 @@ def episode_batch(ep: int, length: int = 50) -> tuple[dict[str, np.ndarray], dic
         )
     arrays = rec.take()
     assert arrays is not None
-    end = {"progress": 0.1 * ep, "end_speed_kmh": 20.0, "end_off_trajectory": 11.5}  # where a worker's episode ended
+    end = {
+        "progress": 0.1 * ep,
+        "end_speed_kmh": 20.0,
+        "end_off_trajectory": 11.5,
+    }  # where a worker's episode ended
     eps = [dict(e, test=False, **end) for e in rec.pop_episodes()]
     return arrays, {"n": len(arrays["reward"]), "policy_version": 0, "episodes": eps}
 

@@ -114,7 +114,9 @@ class Learner:
         self.env_steps += n
         for ep in episodes or ():
             end = {k: float(ep[k]) for k in EPISODE_END if isinstance(ep.get(k), (int, float))}
-            self.log_episode(float(ep["return"]), int(ep["length"]), test=bool(ep.get("test", False)), end=end)
+            self.log_episode(
+                float(ep["return"]), int(ep["length"]), test=bool(ep.get("test", False)), end=end
+            )
         return n
 
     def log_episode(
