@@ -122,6 +122,9 @@ VARIANTS = {
     # clipped pedals an action below 0 is a released pedal, so once the actor's gas sits there the critics'
     # gradient along the gas is zero and nothing pulls it back (SB3 maps CarRacing's [0, 1] pedals linearly)
     "pedals-linear": {"env.pedals": '"linear"'},
+    # the test laps flip between finished and crashed from one minute to the next in every run: the critics'
+    # Q is unbounded for the actions the actor moves to; layer normalisation in the critics (RLPD) bounds it
+    "critic-ln": {"model.critic_layer_norm": "true"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -149,6 +152,7 @@ LABELS = {
     "nstep-3": "50 Hz defaults with 3-step returns in the critics' target (algorithm.n_step)",
     "nstep-2": "50 Hz defaults with 2-step returns in the critics' target (algorithm.n_step)",
     "pedals-linear": "50 Hz defaults, gas and brake pressed by (action + 1) / 2 instead of max(0, action)",
+    "critic-ln": "50 Hz defaults with layer normalisation in the critics' hidden layers (model.critic_layer_norm)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -184,9 +188,15 @@ def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
     path = run_dir / "metrics.csv"
     if not path.exists():
         return test, train
+    ends: dict[
+        tuple[str, str], dict
+    ] = {}  # an episode's end stats, logged in the same row batch as its return
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             tag = row["tag"]
+            if tag in ("episodes/test_progress", "episodes/test_end_speed_kmh"):
+                key = "progress" if tag.endswith("progress") else "end_speed_kmh"
+                ends.setdefault((row["wall_time"], row["env_steps"]), {})[key] = round(float(row["value"]), 3)
             if tag not in ("episodes/test_return", "episodes/train_return"):
                 continue
             point = {
@@ -194,7 +204,11 @@ def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
                 "env_steps": int(row["env_steps"]),
                 "return": round(float(row["value"]), 1),
             }
+            if tag == "episodes/test_return":
+                point["_key"] = (row["wall_time"], row["env_steps"])
             (test if tag == "episodes/test_return" else train).append(point)
+    for p in test:  # where each test episode ended (runs logged before session 23 have no end stats)
+        p.update(ends.get(p.pop("_key"), {}))
     for i, p in enumerate(test):
         window = [q["return"] for q in test[max(0, i - WINDOW + 1) : i + 1]]
         p["mean5"] = round(float(np.mean(window)), 1) if len(window) == WINDOW else None
@@ -564,6 +578,8 @@ def plot(doc: dict, path: Path) -> None:
         "fixed-start-128": "tab:red",
         "fixed-start-2threads": "magenta",
         "lidar-8": "deeppink",
+        "critic-ln": "darkgreen",
+        "critic-ln-seed1": "limegreen",
         "pedals-linear": "red",
         "pedals-linear-seed1": "lightcoral",
         "pedals-linear-seed3": "rosybrown",

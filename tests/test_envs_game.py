@@ -250,7 +250,7 @@ def test_failure_countdown_terminates(game, reward_file: Path) -> None:
         assert obs["progress"][0] == 0.0
         steps, terminated, truncated, total = 0, False, False, 0
         while not (terminated or truncated) and steps < 20:
-            obs, r, terminated, truncated, _ = env.step(np.zeros(3))  # standing still: no progress
+            obs, r, terminated, truncated, info = env.step(np.zeros(3))  # standing still: no progress
             steps += 1
             assert env.observation_space.contains(obs)
             if steps > 1:  # only CarRacing's frame penalty: 0.1 per physics frame (1 a step at 50 Hz)
@@ -259,6 +259,7 @@ def test_failure_countdown_terminates(game, reward_file: Path) -> None:
                 assert r == pytest.approx(-0.1 * frames) and 0 <= frames <= 10
                 total += frames
         assert terminated and not truncated and steps == 2 + 3 + 1
+        assert info["speed_kmh"] < 1.0 and info["off_trajectory"] < 1.0  # stopped on the start line
         assert total >= 2, f"{total} physics frames in {steps - 1} steps of 20 ms"
     finally:
         env.close()

@@ -84,9 +84,10 @@ def test_a_given_noise_draw_is_the_stochastic_action() -> None:
     )
 
 
-def test_ensemble_members_are_independent_critics() -> None:
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_ensemble_members_are_independent_critics(layer_norm: bool) -> None:
     torch.manual_seed(0)
-    q = QEnsemble(LIDAR, ModelConfig(hidden=(32, 16)), n=5)
+    q = QEnsemble(LIDAR, ModelConfig(hidden=(32, 16), critic_layer_norm=layer_norm), n=5)
     obs, act = lidar_obs(), torch.rand(7, 3) * 2 - 1
     all_q = q(obs, act)
     assert all_q.shape == (5, 7)
@@ -96,6 +97,10 @@ def test_ensemble_members_are_independent_critics() -> None:
         for j, layer in enumerate(q.layers):
             h = h @ layer.weight[i] + layer.bias[i]
             if j < len(q.layers) - 1:
+                if layer_norm:  # each hidden feature vector to mean 0, variance 1
+                    h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(
+                        h.var(-1, unbiased=False, keepdim=True) + 1e-5
+                    )
                 h = torch.relu(h)
         assert torch.allclose(all_q[i], h.squeeze(-1), atol=1e-5)
     subset = torch.tensor([4, 1])

@@ -56,7 +56,12 @@ def episode_batch(ep: int, length: int = 50) -> tuple[dict[str, np.ndarray], dic
         )
     arrays = rec.take()
     assert arrays is not None
-    eps = [dict(e, test=False) for e in rec.pop_episodes()]
+    end = {
+        "progress": 0.1 * ep,
+        "end_speed_kmh": 20.0,
+        "end_off_trajectory": 11.5,
+    }  # where a worker's episode ended
+    eps = [dict(e, test=False, **end) for e in rec.pop_episodes()]
     return arrays, {"n": len(arrays["reward"]), "policy_version": 0, "episodes": eps}
 
 
@@ -107,6 +112,8 @@ def test_trainer_learns_from_relayed_batches_publishes_and_checkpoints(tmp_path:
     assert (run_dir / TB_DIR).is_dir() and any((run_dir / TB_DIR).iterdir())
     series = read_metrics(run_dir)
     assert len(series["episodes/train_return"]) == 6
+    assert [round(v, 6) for _, _, v in series["episodes/train_progress"]] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert {v for _, _, v in series["episodes/train_end_off_trajectory"]} == {11.5}
     assert {"losses/critic", "losses/actor", "charts/alpha", "charts/q", "speed/updates_per_s"} <= set(series)
     assert series["charts/policy_lag"][-1][2] >= 1  # the batches were made by version 0
     assert [u for _, u, _ in series["losses/critic"]] == list(range(10, 101, 10))

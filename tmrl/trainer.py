@@ -7,7 +7,8 @@ checkpoint every ``checkpoint_every`` updates and on the way out. ``--resume`` (
 exists) continues with the same counters, optimiser moments, entropy coefficient and replay contents.
 
 Worker batch meta understood here, besides the relay's ``worker_id`` / ``seq`` / ``n`` / ``policy_version``:
-``episodes``, a list of ``{"return": float, "length": int, "test": bool}`` for episodes the batch completed.
+``episodes``, a list of ``{"return": float, "length": int, "test": bool}`` for episodes the batch completed, with
+where they ended (``tmrl.rl.learner.EPISODE_END``: progress, speed, distance from the trajectory) when known.
 
 Keep the best: a test episode drives one weight version from start to end (the worker takes the latest weights
 when the test episode starts, not at every step as in training episodes) and reports it as ``policy_version``.

@@ -377,6 +377,8 @@ class RolloutWorker:
             "policy_version": policy.version,
             "progress": float(info.get("progress", 0.0)),
             "finished": bool(info.get("finished", False)),
+            "end_speed_kmh": float(info.get("speed_kmh", 0.0)),
+            "end_off_trajectory": float(info.get("off_trajectory", 0.0)),
         }
         if test and (scored := self.scorer.add(ret)) is not None:
             episode["score"], episode["score_episodes"] = scored
@@ -526,6 +528,11 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
                     steps += 1
                 finished = bool(info.get("finished", False))
                 lap = f"lap {steps * dt:.2f} s" if finished else ("time limit" if truncated else "no finish")
+                if not finished and "speed_kmh" in info:
+                    lap += (
+                        f" (ended at {info['speed_kmh']:.0f} km/h, {info['off_trajectory']:.1f} units from the "
+                        "trajectory)"
+                    )
                 progress = 100.0 * float(info.get("progress", 0.0))
                 print(
                     f"episode {i + 1}: return {ret:.1f}, {steps} steps, {progress:.0f} % of the track, {lap}"

@@ -63,7 +63,8 @@ class RealTimeEnv(gymnasium.Env):
 
     ``step`` blocks until the current time step ends (rtgym's elastic clock): call it again within one time step.
     ``truncated`` is True at ``ep_max_length`` steps; ``terminated`` on the failure countdown or the finish.
-    ``info`` holds ``progress`` (fraction of the reward trajectory reached) and ``finished`` (the finish line)."""
+    ``info`` holds ``progress`` (fraction of the reward trajectory reached), ``finished`` (the finish line),
+    ``speed_kmh`` (telemetry speed) and ``off_trajectory`` (distance from the trajectory point reached)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 

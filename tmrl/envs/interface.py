@@ -109,7 +109,13 @@ class GameInterface(RealTimeGymInterface):
             tracker = self.reward.tracker
             progress = tracker.index / max(1, tracker.last_index)
             obs = self.builder.build(frame, tel, progress)
-            return obs, float(reward), bool(terminated), {"progress": progress, "finished": finished}
+            info = {
+                "progress": progress,
+                "finished": finished,
+                "speed_kmh": float(tel.speed),
+                "off_trajectory": float(np.linalg.norm(tracker.points[tracker.index] - pos)),
+            }
+            return obs, float(reward), bool(terminated), info
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
             return list(self._placeholder), 0.0, True, {}

@@ -144,6 +144,12 @@ class ModelConfig(_Strict):
         description="critics share one image encoder trained by their summed losses (as SB3; N critics then cost "
         "one CNN, not N as in TMRL); no effect without image components",
     )
+    critic_layer_norm: bool = Field(
+        False,
+        description="layer normalisation (no affine) after each hidden layer of the critics, before the ReLU: it "
+        "bounds the features, so Q cannot grow without limit for actions and states the replay barely holds "
+        "(Ball et al. 2023, RLPD)",
+    )
     log_std_min: float = Field(-20.0, description="lower clamp of the policy log standard deviation")
     log_std_max: float = Field(2.0, description="upper clamp of the policy log standard deviation")
 

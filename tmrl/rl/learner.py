@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -25,6 +26,9 @@ from tmrl.rl.sac import SAC, resolve_device
 from tmrl.spaces import ObservationSpec
 
 CHECKPOINT_DIR = "checkpoints"
+EPISODE_END = ("progress", "end_speed_kmh", "end_off_trajectory")
+"""Episode stats a worker reports about the episode's last step, logged as ``episodes/<train|test>_<key>``:
+the fraction of the lap reached, the car's speed and its distance from the trajectory point it had reached."""
 
 
 def build_algorithm(spec: ObservationSpec, config: RLConfig, device: torch.device) -> SAC:
@@ -109,20 +113,24 @@ class Learner:
         n = self.memory.append(stream, arrays)
         self.env_steps += n
         for ep in episodes or ():
-            self.log_episode(float(ep["return"]), int(ep["length"]), test=bool(ep.get("test", False)))
+            end = {k: float(ep[k]) for k in EPISODE_END if isinstance(ep.get(k), (int, float))}
+            self.log_episode(
+                float(ep["return"]), int(ep["length"]), test=bool(ep.get("test", False)), end=end
+            )
         return n
 
-    def log_episode(self, ret: float, length: int, *, test: bool = False) -> None:
+    def log_episode(
+        self, ret: float, length: int, *, test: bool = False, end: Mapping[str, float] | None = None
+    ) -> None:
+        """Log an episode's return and length, and ``end``: where and how it ended (keys of ``EPISODE_END``)."""
         kind = "test" if test else "train"
         if not test:
             self.episodes += 1
             self._returns.append(ret)
         if self.metrics is not None:
-            self.metrics.scalars(
-                {f"episodes/{kind}_return": ret, f"episodes/{kind}_length": length},
-                env_steps=self.env_steps,
-                updates=self.updates,
-            )
+            values = {f"episodes/{kind}_return": ret, f"episodes/{kind}_length": length}
+            values.update({f"episodes/{kind}_{k}": v for k, v in (end or {}).items()})
+            self.metrics.scalars(values, env_steps=self.env_steps, updates=self.updates)
 
     # -- training -------------------------------------------------------------------------------------------
     def updates_available(self) -> int:

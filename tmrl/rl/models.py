@@ -200,6 +200,7 @@ class QEnsemble(nn.Module):
             [probe] if self.shared_encoder else [ObsEncoder(spec, config) for _ in range(n)]
         )
         sizes = [probe.out_dim + spec.action_dim, *config.hidden, 1]
+        self.layer_norm = config.critic_layer_norm
         self.layers = nn.ModuleList(
             EnsembleLinear(n, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
@@ -223,5 +224,7 @@ class QEnsemble(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, members)
             if i < len(self.layers) - 1:
+                if self.layer_norm:
+                    x = nn.functional.layer_norm(x, x.shape[-1:])
                 x = torch.relu(x)
         return x.squeeze(-1)
