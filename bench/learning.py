@@ -38,6 +38,7 @@ import numpy as np
 from bench.common import RESULTS, ROOT, Figure, absolute, write_results
 from tmrl.envs.config import EnvConfig, resolved_rtgym
 from tmrl.rl.config import TrainerConfig
+from tmrl.rl.learner import EPISODE_END
 
 NAME = "learning"
 TRAIN_SEED = 0
@@ -181,6 +182,9 @@ def _rolling_first(points: list[dict], threshold: float) -> float | None:
     return None
 
 
+END_TAGS = tuple(f"episodes/test_{k}" for k in EPISODE_END)  # where each test episode ended
+
+
 def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
     """(test episodes, train episodes) from the run's metrics.csv, with minutes since ``t0``."""
     test: list[dict] = []
@@ -194,8 +198,8 @@ def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             tag = row["tag"]
-            if tag in ("episodes/test_progress", "episodes/test_end_speed_kmh"):
-                key = "progress" if tag.endswith("progress") else "end_speed_kmh"
+            if tag in END_TAGS:
+                key = tag.removeprefix("episodes/test_")
                 ends.setdefault((row["wall_time"], row["env_steps"]), {})[key] = round(float(row["value"]), 3)
             if tag not in ("episodes/test_return", "episodes/train_return"):
                 continue

@@ -70,6 +70,7 @@ def test_lidar_env_drives_and_respawns(game, reward_file: Path) -> None:
                 break
         assert np.allclose(obs["prev_actions"], [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
         assert obs["speed"][0] > 0.05
+        assert info["heading"] > 0.9 and info["off_trajectory"] < 3.0  # along the track, on the road
         assert sum(rewards) > 0.0  # it drove forward along the track on CarRacing's scale
         _, tel = game.telemetry.latest()
         assert tel.distance > 5.0

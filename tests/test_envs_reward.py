@@ -155,6 +155,19 @@ def test_backward_search_follows_a_car_backing_up() -> None:
     assert r == pytest.approx(0.5) and reward.tracker.index == 300
 
 
+def test_heading_tells_a_car_driving_the_wrong_way() -> None:
+    """The cosine between a step's motion and the trajectory's direction at the index reached."""
+    tracker = tracker_for(circle(), TMRL_RULES)
+    pts = tracker.points
+    tracker.update(pts[300])
+    ahead, back = pts[304] - pts[300], pts[296] - pts[300]
+    assert tracker.heading(ahead) == pytest.approx(1.0, abs=0.01)
+    assert tracker.heading(back) == pytest.approx(-1.0, abs=0.01)
+    across = np.cross(ahead, [0.0, 1.0, 0.0])  # sideways in the ground plane (y is up)
+    assert tracker.heading(across) == pytest.approx(0.0, abs=0.05)
+    assert tracker.heading(ahead * 1e-3) == 0.0  # standing still: no direction
+
+
 def test_failure_countdown() -> None:
     cfg = TMRL_RULES
     reward = TrajectoryReward(tracker_for(circle(), cfg), cfg)

@@ -379,6 +379,7 @@ class RolloutWorker:
             "finished": bool(info.get("finished", False)),
             "end_speed_kmh": float(info.get("speed_kmh", 0.0)),
             "end_off_trajectory": float(info.get("off_trajectory", 0.0)),
+            "end_heading": float(info.get("heading", 0.0)),
         }
         if test and (scored := self.scorer.add(ret)) is not None:
             episode["score"], episode["score_episodes"] = scored
@@ -531,7 +532,7 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
                 if not finished and "speed_kmh" in info:
                     lap += (
                         f" (ended at {info['speed_kmh']:.0f} km/h, {info['off_trajectory']:.1f} units from the "
-                        "trajectory)"
+                        f"trajectory{', the wrong way' if info['heading'] < -0.5 else ''})"
                     )
                 progress = 100.0 * float(info.get("progress", 0.0))
                 print(

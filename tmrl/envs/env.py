@@ -64,7 +64,8 @@ class RealTimeEnv(gymnasium.Env):
     ``step`` blocks until the current time step ends (rtgym's elastic clock): call it again within one time step.
     ``truncated`` is True at ``ep_max_length`` steps; ``terminated`` on the failure countdown or the finish.
     ``info`` holds ``progress`` (fraction of the reward trajectory reached), ``finished`` (the finish line),
-    ``speed_kmh`` (telemetry speed) and ``off_trajectory`` (distance from the trajectory point reached)."""
+    ``speed_kmh`` (telemetry speed), ``off_trajectory`` (distance from the trajectory point reached) and
+    ``heading`` (cosine between the car's last motion and the trajectory's direction; -1 the wrong way)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 

@@ -53,6 +53,7 @@ class GameInterface(RealTimeGymInterface):
         self._placeholder = [np.zeros(component_space(c).shape, c.dtype) for c in self.spec.components][:-1]
         self.control_times: list[float] | None = None  # set to a list to record when each control is sent
         self.rng = np.random.default_rng()  # random starts; reseeded by reset(seed=...)
+        self._pos = np.zeros(3)  # the car's position at the previous observation
 
     # ---------------------------------------------------------------------------------------------- rtgym API
     def get_observation_space(self) -> gspaces.Tuple:
@@ -91,6 +92,7 @@ class GameInterface(RealTimeGymInterface):
                 self._counter, tel = self.game.telemetry.latest()
             frame = self.game.screen.grab()
             self.reward.reset(start_index)
+            self._pos = np.array((tel.x, tel.y, tel.z))
             return self.builder.reset(frame, tel, 0.0), {}
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
@@ -114,7 +116,9 @@ class GameInterface(RealTimeGymInterface):
                 "finished": finished,
                 "speed_kmh": float(tel.speed),
                 "off_trajectory": float(np.linalg.norm(tracker.points[tracker.index] - pos)),
+                "heading": tracker.heading(pos - self._pos),
             }
+            self._pos = pos
             return obs, float(reward), bool(terminated), info
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)

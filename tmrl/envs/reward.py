@@ -138,6 +138,18 @@ class ProgressTracker:
     def reset(self, index: int = 0) -> None:
         self.index = index
 
+    def heading(self, motion: np.ndarray, min_move: float = 0.05) -> float:
+        """Cosine of the angle between ``motion`` (the car's displacement over a step) and the trajectory's
+        direction at the current index: 1 along the driving direction, -1 the wrong way, 0 when the car moved
+        less than ``min_move``."""
+        norm = float(np.linalg.norm(motion))
+        if norm < min_move:
+            return 0.0
+        i = self.index
+        tangent = self.points[min(i + 1, self.last_index)] - self.points[max(i - 1, 0)]
+        t = float(np.linalg.norm(tangent))
+        return 0.0 if t == 0.0 else float(np.dot(motion, tangent)) / (norm * t)
+
     def nearest(self, pos: np.ndarray, last: int | None = None) -> int:
         """Index of the point closest to ``pos`` among the first ``last + 1`` (all when None): where a car put
         down anywhere on the track is along the trajectory."""

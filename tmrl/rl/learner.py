@@ -26,9 +26,10 @@ from tmrl.rl.sac import SAC, resolve_device
 from tmrl.spaces import ObservationSpec
 
 CHECKPOINT_DIR = "checkpoints"
-EPISODE_END = ("progress", "end_speed_kmh", "end_off_trajectory")
+EPISODE_END = ("progress", "end_speed_kmh", "end_off_trajectory", "end_heading")
 """Episode stats a worker reports about the episode's last step, logged as ``episodes/<train|test>_<key>``:
-the fraction of the lap reached, the car's speed and its distance from the trajectory point it had reached."""
+the fraction of the lap reached, the car's speed, its distance from the trajectory point it had reached and
+the cosine between its motion and the trajectory's direction (-1: the wrong way)."""
 
 
 def build_algorithm(spec: ObservationSpec, config: RLConfig, device: torch.device) -> SAC:
