@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,9 @@ from tmrl.envs.observations import observation_spec
 from tmrl.envs.reward import Trajectory, save_trajectory
 from tmrl.games.carracing.pilot import track_centerline
 from tmrl.games.config import CarRacingConfig
-from tmrl.rl.export import load_actor
+from tmrl.rl.config import ModelConfig
+from tmrl.rl.export import load_actor, save_actor
+from tmrl.rl.models import Actor
 
 SEED = 0
 STEPS = 300  # 6 s of game time at 50 Hz
@@ -59,3 +64,21 @@ def test_shipped_actor_drives_the_builtin_game(reward_file: Path) -> None:
         assert ret > 0.0
     finally:
         env.close()
+
+
+def test_tmrl_test_refuses_an_actor_of_the_other_pedal_mapping(tmp_path: Path, reward_file: Path) -> None:
+    """An actor trained with linear pedals is not driven with clipped ones: one line naming the setting."""
+    path = save_actor(
+        tmp_path / "linear.safetensors",
+        Actor(observation_spec(EnvConfig(pedals="linear")), ModelConfig(hidden=(8,))),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMRL_")}
+    env.update({"TMRL_DATA_DIR": str(tmp_path), "PYGAME_HIDE_SUPPORT_PROMPT": "1"})
+    cmd = [str(Path(sys.executable).parent / "tmrl"), "test", "--game", "carracing", "--weights", str(path)]
+    cmd += ["--episodes", "1", "--set", f"env.reward.path={reward_file}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert (
+        len(lines) == 1 and "env.pedals = 'linear'" in lines[0] and "--set env.pedals=linear" in lines[0]
+    ), lines

@@ -511,6 +511,12 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
     dt = resolved_rtgym(config.env).time_step_s
     results = []
     try:
+        if actor.spec.pedals != env.observation_spec.pedals:
+            raise CheckpointError(
+                f"the actor in {path} was trained with env.pedals = {actor.spec.pedals!r} but this env uses "
+                f"{env.observation_spec.pedals!r}; pass --set env.pedals={actor.spec.pedals} or the run's "
+                "configuration (--config <run dir>/config.toml)"
+            )
         if actor.spec != env.observation_spec:
             raise CheckpointError(
                 f"the actor in {path} was trained on other observations ({actor.spec.to_dict()}) than this "
