@@ -192,9 +192,8 @@ def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
     path = run_dir / "metrics.csv"
     if not path.exists():
         return test, train
-    ends: dict[
-        tuple[str, str], dict
-    ] = {}  # an episode's end stats, logged in the same row batch as its return
+    # an episode's end stats, logged with the same wall time and env steps as its return
+    ends: dict[tuple[str, str], dict] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             tag = row["tag"]

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 DTYPES = ("uint8", "float32")
-PEDAL_MAPPINGS = ("clip", "linear")
+PedalMapping = Literal["clip", "linear"]
+"""How the game reads the gas and brake actions (``EnvConfig.pedals``)."""
+PEDAL_MAPPINGS: tuple[str, ...] = get_args(PedalMapping)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tmrl.errors import ConfigError
+from tmrl.spaces import PedalMapping
 
 GameName = Literal["carracing", "tm2020"]
 ObservationMode = Literal["lidar", "lidar_progress", "images"]
 ExtraTelemetry = Literal["steer", "gas", "brake", "yaw_rate", "gear", "rpm"]
-PedalMapping = Literal["clip", "linear"]
 
 # LIDAR defaults per game. The built-in game's 96x96 view has the car at rows 66-76, column 48, facing up; its
 # bottom 12 rows are the dashboard, which beams from 90 to 270 degrees starting at row 71 never reach.
