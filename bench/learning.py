@@ -58,6 +58,7 @@ TMRL_DEFAULTS = {
     "algorithm.learn_entropy": "false",
     "algorithm.target_entropy": "-0.5",
     "model.hidden": "[256, 256]",
+    "model.critic_layer_norm": "false",  # plain MLP critics
     "trainer.batch_size": "256",
     "trainer.warmup_steps": "1000",
     "trainer.max_updates_per_step": "4.0",
@@ -70,9 +71,11 @@ TMRL_DEFAULTS = {
     "env.reward.min_steps": "70",
     "env.reward.failure_countdown": "10",
 }
+# Every variant run before session 24 had plain critics (layer normalisation in them is the default since).
+NO_LN = {"model.critic_layer_norm": "false"}
 # The defaults of sessions 9-15 (25 Hz, 2 physics frames per step): the time step that sets everything counted in
 # steps (limits, gamma's horizon, alpha's bonus per second), so the variants run then keep their meaning.
-HZ25 = {"env.rtgym.time_step_s": "0.04"}
+HZ25 = {**NO_LN, "env.rtgym.time_step_s": "0.04"}
 # Image observations (64x64 grayscale x 4, speed, gear, rpm) with the defaults otherwise (as run: at 25 Hz).
 IMAGES = {**HZ25, "env.observation": '"images"'}
 # Sessions 5-8: every episode started at the start line (the defaults before random starts, session 9).
@@ -109,23 +112,28 @@ VARIANTS = {
     "smooth": {**HZ25, "algorithm.smooth_spatial": "4", "algorithm.smooth_sigma": "0.05"},
     # 50 Hz sees 4 scans over 80 ms where 25 Hz saw 160 ms: 8 scans give the policy back the same span of
     # history to judge speed and yaw rate from (speed is observed; yaw rate only through the scans)
-    "lidar-8": {"env.lidar.history": "8"},
+    "lidar-8": {**NO_LN, "env.lidar.history": "8"},
     # the policy's noise (std about 0.04 before tanh late in a run) drawn afresh 50 times a second averages out
     # within a few steps; correlated over 0.2 s it moves the car, with the same distribution at each step
-    "noise-0.2": {"worker.noise_correlation_s": "0.2"},
+    "noise-0.2": {**NO_LN, "worker.noise_correlation_s": "0.2"},
     # one-step backups carry a reward 20 ms back per update at 50 Hz, half as far as at 25 Hz: 3-step returns
     # carry it 60 ms (the ring sums the rewards and bootstraps 3 steps later, cut at episode ends)
-    "nstep-3": {"algorithm.n_step": "3"},
+    "nstep-3": {**NO_LN, "algorithm.n_step": "3"},
     # n = 3 learned fastest on one seed and stood still near the start for 20-40 minutes on two: 2-step returns
     # carry a reward 40 ms back per update, what one-step backups did at 25 Hz
-    "nstep-2": {"algorithm.n_step": "2"},
+    "nstep-2": {**NO_LN, "algorithm.n_step": "2"},
     # one run in four of the defaults stopped the car at the first corner for the whole hour: with TMRL's
     # clipped pedals an action below 0 is a released pedal, so once the actor's gas sits there the critics'
     # gradient along the gas is zero and nothing pulls it back (SB3 maps CarRacing's [0, 1] pedals linearly)
-    "pedals-linear": {"env.pedals": '"linear"'},
-    # the test laps flip between finished and crashed from one minute to the next in every run: the critics'
-    # Q is unbounded for the actions the actor moves to; layer normalisation in the critics (RLPD) bounds it
-    "critic-ln": {"model.critic_layer_norm": "true"},
+    "pedals-linear": {**NO_LN, "env.pedals": '"linear"'},
+    # the defaults of sessions 16-23, before layer normalisation in the critics (the default since session 24:
+    # the test laps flipped between finished and crashed from one minute to the next in every run, and the
+    # critics' Q was unbounded for the actions the actor moves to; the normalisation (RLPD) bounds it)
+    "no-critic-ln": NO_LN,
+    # the first-corner stall: the failure countdown ends a stuck car's episode as a terminal state worth 0, which
+    # a critic that values the road ahead below the time cost prefers; as a truncation the critics price standing
+    # still at what it costs (the countdown is the environment's time limit, not the car's end)
+    "failure-bootstrap": {"worker.failure_bootstraps": "true"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -138,7 +146,7 @@ LABELS = {
     "ours": f"tmrl defaults (TMRL's SAC with batch {TrainerConfig().batch_size}, weights every "
     f"{TrainerConfig().publish_every} updates, test episodes trained on, "
     f"{1.0 / resolved_rtgym(EnvConfig()).time_step_s:.0f} Hz with gamma and alpha per second of game time, half "
-    "the training episodes from a random place)",
+    "the training episodes from a random place, layer normalisation in the critics)",
     "25hz": "tmrl defaults of sessions 9-15: 25 Hz (40 ms of action delay), TMRL's gamma and alpha per step",
     "fixed-start": "tmrl defaults of sessions 5-8: 25 Hz, every episode from the start line",
     "fixed-start-128": "sessions 5-8 defaults (25 Hz, every episode from the start line) with MLP 128x128",
@@ -153,7 +161,9 @@ LABELS = {
     "nstep-3": "50 Hz defaults with 3-step returns in the critics' target (algorithm.n_step)",
     "nstep-2": "50 Hz defaults with 2-step returns in the critics' target (algorithm.n_step)",
     "pedals-linear": "50 Hz defaults, gas and brake pressed by (action + 1) / 2 instead of max(0, action)",
-    "critic-ln": "50 Hz defaults with layer normalisation in the critics' hidden layers (model.critic_layer_norm)",
+    "no-critic-ln": "tmrl defaults of sessions 16-23: no layer normalisation in the critics",
+    "failure-bootstrap": "tmrl defaults, the failure countdown's end recorded as a truncation "
+    "(worker.failure_bootstraps)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -486,6 +496,29 @@ def figures(doc: dict) -> list[Figure]:
                 anchor_name="TMRL 0.7.1 SAC defaults",
             )
         )
+    # the actor a user gets from a run: `tmrl test` drives the best one the trainer kept (scored over test
+    # episodes during the run), not the last
+    best = ours.get("best") or {}
+    for key, name, target in (
+        ("default_track_mean", "default track, mean of 5 real-time episodes", 900.0),
+        (
+            "unseen_tracks_mean",
+            f"{len(best.get('unseen_tracks', []))} unseen tracks, mean real-time return",
+            800.0,
+        ),
+    ):
+        if best.get(key) is not None:
+            figs.append(
+                absolute(
+                    f"best actor (the one `tmrl test` drives), {name}",
+                    "return",
+                    best[key],
+                    target,
+                    at_most=False,
+                    anchor=((anchor or {}).get("best") or {}).get(key),
+                    anchor_name="TMRL 0.7.1 SAC defaults",
+                )
+            )
     if ours.get("best_mean5") is not None:
         figs.append(
             absolute(
@@ -516,7 +549,8 @@ def figures(doc: dict) -> list[Figure]:
     # every 60-minute run of the defaults (trainer seeds 0, 1, ...): what a user should expect from one run; and
     # the same for the defaults before random starts, for comparison
     for family, what in (
-        (r"ours", "the defaults (50 Hz)"),
+        (r"ours", "the defaults (50 Hz, layer normalisation in the critics)"),
+        (r"no-critic-ln", "the session 16-23 defaults (50 Hz)"),
         (r"25hz", "the session 9-15 defaults (25 Hz)"),
         (r"fixed-start", "the session 5-8 defaults (25 Hz, fixed start)"),
         (r"gamma-0\.99", "gamma 0.99 (25 Hz)"),
@@ -529,25 +563,28 @@ def figures(doc: dict) -> list[Figure]:
             for k, v in doc.get("variants", {}).items()
             if re.fullmatch(family + r"(-seed\d+)?", k) and "final" in v
         }
-        for key, name, target in (
-            ("default_track_mean", "default track", 900.0),
-            ("unseen_tracks_mean", "unseen tracks", 800.0),
-        ):
-            values = [v["final"][key] for v in runs.values() if v["final"].get(key) is not None]
-            if len(values) > 1:
-                figs.append(
-                    absolute(
-                        f"final actor, {name}, mean over {len(values)} runs of {what}",
-                        "return",
-                        round(float(np.mean(values)), 1),
-                        target,
-                        at_most=False,
-                        anchor=a_final.get(key),
-                        anchor_name="TMRL 0.7.1 SAC defaults, one run",
-                        note="runs: "
-                        + ", ".join(f"{k} {v['final'][key]:.0f}" for k, v in sorted(runs.items())),
+        # the best actors only for the defaults: what one run of `tmrl run` + `tmrl test` gives a user
+        for which in ("final", "best") if family == "ours" else ("final",):
+            a_which = (anchor or {}).get(which) or {}
+            for key, name, target in (
+                ("default_track_mean", "default track", 900.0),
+                ("unseen_tracks_mean", "unseen tracks", 800.0),
+            ):
+                got = {k: (v.get(which) or {}).get(key) for k, v in sorted(runs.items())}
+                got = {k: x for k, x in got.items() if x is not None}
+                if len(got) > 1:
+                    figs.append(
+                        absolute(
+                            f"{which} actor, {name}, mean over {len(got)} runs of {what}",
+                            "return",
+                            round(float(np.mean(list(got.values()))), 1),
+                            target,
+                            at_most=False,
+                            anchor=a_which.get(key),
+                            anchor_name="TMRL 0.7.1 SAC defaults, one run",
+                            note="runs: " + ", ".join(f"{k} {x:.0f}" for k, x in got.items()),
+                        )
                     )
-                )
     return figs
 
 
@@ -562,6 +599,7 @@ def plot(doc: dict, path: Path) -> None:
         "ours": "black",
         "ours-seed1": "dimgray",
         "ours-seed2": "silver",
+        "ours-seed3": "gainsboro",
         "25hz": "teal",
         "25hz-seed1": "turquoise",
         "25hz-seed2": "cadetblue",
@@ -581,8 +619,11 @@ def plot(doc: dict, path: Path) -> None:
         "fixed-start-128": "tab:red",
         "fixed-start-2threads": "magenta",
         "lidar-8": "deeppink",
-        "critic-ln": "darkgreen",
-        "critic-ln-seed1": "limegreen",
+        "no-critic-ln": "darkgreen",
+        "no-critic-ln-seed1": "limegreen",
+        "no-critic-ln-seed2": "mediumseagreen",
+        "no-critic-ln-seed3": "palegreen",
+        "failure-bootstrap": "sienna",
         "pedals-linear": "red",
         "pedals-linear-seed1": "lightcoral",
         "pedals-linear-seed3": "rosybrown",

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from test_e2e_run import write_track_reward
 
 from tmrl.assets import carracing_actor_path
-from tmrl.config import load_config
+from tmrl.config import WorkerConfig, load_config
 from tmrl.envs.observations import observation_spec
 from tmrl.net.client import TrainerClient
 from tmrl.net.config import RelayConfig
@@ -203,13 +203,16 @@ def test_test_schedule_keeps_the_share_of_test_episodes(
 
 
 @pytest.mark.parametrize("finish_bootstraps", [False, True])
-def test_the_finish_line_is_recorded_as_a_truncation_only_when_asked(
-    tmp_path: Path, finish_bootstraps: bool
+@pytest.mark.parametrize("failure_bootstraps", [False, True])
+def test_episode_ends_are_recorded_as_truncations_only_when_asked(
+    tmp_path: Path, finish_bootstraps: bool, failure_bootstraps: bool
 ) -> None:
-    """A lap ending at the finish: rows recorded through the worker's rule; a crash stays a termination."""
+    """A lap ending at the finish, then one ending at the failure countdown: rows recorded through the worker's
+    rule, each end a truncation only when its option asks."""
     spec = _spec(tmp_path)
     obs = {c.name: np.zeros(c.policy_shape, np.float32) for c in spec.components}
     recorder = TransitionRecorder(spec)
+    worker = WorkerConfig(finish_bootstraps=finish_bootstraps, failure_bootstraps=failure_bootstraps)
     ends = [
         (False, False, {"finished": False}),
         (True, False, {"finished": True}),  # the finish line
@@ -217,21 +220,18 @@ def test_the_finish_line_is_recorded_as_a_truncation_only_when_asked(
     for _episode in range(2):
         recorder.reset(obs)
         for terminated, truncated, info in ends:
-            flags = recorded_end(terminated, truncated, info, finish_bootstraps)
+            flags = recorded_end(terminated, truncated, info, worker)
             recorder.step(np.zeros(3, np.float32), 1.0, *flags, obs)
         ends[-1] = (True, False, {"finished": False})  # second episode: a crash (failure countdown)
     rows = recorder.take()
     assert rows is not None
     # Each episode: 2 steps and its final observation row.
-    assert rows["terminated"].tolist() == [False, not finish_bootstraps, not finish_bootstraps] + [
-        False,
-        True,
-        True,
-    ]
-    assert rows["truncated"].tolist() == [False, finish_bootstraps, finish_bootstraps] + [False, False, False]
-    assert [e["terminated"] for e in recorder.pop_episodes()] == [not finish_bootstraps, True]
+    fin, fail = finish_bootstraps, failure_bootstraps
+    assert rows["terminated"].tolist() == [False, not fin, not fin, False, not fail, not fail]
+    assert rows["truncated"].tolist() == [False, fin, fin, False, fail, fail]
+    assert [e["terminated"] for e in recorder.pop_episodes()] == [not fin, not fail]
     # A time limit stays a truncation either way.
-    assert recorded_end(False, True, {"finished": False}, finish_bootstraps) == (False, True)
+    assert recorded_end(False, True, {"finished": False}, worker) == (False, True)
 
 
 def test_timeout_counter_counts_rtgym_warnings_from_threads(recwarn: pytest.WarningsRecorder) -> None:

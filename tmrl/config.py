@@ -111,6 +111,14 @@ class WorkerConfig(BaseModel):
         "is and the road goes on past it, so a terminal finish makes the same observation worth a whole future "
         "early in the lap and nothing at its end. The episode, its return and its statistics still end there.",
     )
+    failure_bootstraps: bool = Field(
+        False,
+        description="In the samples streamed to the trainer, record the failure countdown's end (too many steps "
+        "without progress) as a truncation (the critics bootstrap past it) instead of a termination. The car "
+        "could go on, so the countdown is a time limit of the environment's making; as a terminal state it is "
+        "worth 0, which a critic that values the road ahead below the time cost prefers to driving on. The "
+        "episode, its return and its statistics still end there.",
+    )
     noise_correlation_s: float = Field(
         0.0,
         ge=0.0,

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from tmrl.config import TmrlConfig
+from tmrl.config import TmrlConfig, WorkerConfig
 from tmrl.errors import CheckpointError
 
 STATUS_EVERY_S = 1.0
@@ -215,11 +215,14 @@ class VersionScorer:
 
 
 def recorded_end(
-    terminated: bool, truncated: bool, info: Mapping[str, Any], finish_bootstraps: bool
+    terminated: bool, truncated: bool, info: Mapping[str, Any], worker: WorkerConfig
 ) -> tuple[bool, bool]:
-    """(terminated, truncated) as recorded for training: with ``worker.finish_bootstraps`` the step that reaches
-    the finish line is a truncation (the critics bootstrap past it); every other end is recorded as it came."""
-    if terminated and finish_bootstraps and info.get("finished", False):
+    """(terminated, truncated) as recorded for training. An episode terminates at the finish line or at the end
+    of the failure countdown; ``worker.finish_bootstraps`` records the first, ``worker.failure_bootstraps`` the
+    second as a truncation (the critics bootstrap past it). Time limits stay truncations."""
+    if terminated and (
+        worker.finish_bootstraps if info.get("finished", False) else worker.failure_bootstraps
+    ):
         return False, True
     return terminated, truncated
 
@@ -350,7 +353,7 @@ class RolloutWorker:
                 recorder.step(
                     action,
                     reward,
-                    *recorded_end(terminated, truncated, info, self.config.worker.finish_bootstraps),
+                    *recorded_end(terminated, truncated, info, self.config.worker),
                     obs,
                 )
             if terminated or truncated:

@@ -145,10 +145,10 @@ class ModelConfig(_Strict):
         "one CNN, not N as in TMRL); no effect without image components",
     )
     critic_layer_norm: bool = Field(
-        False,
+        True,
         description="layer normalisation (no affine) after each hidden layer of the critics, before the ReLU: it "
         "bounds the features, so Q cannot grow without limit for actions and states the replay barely holds "
-        "(Ball et al. 2023, RLPD)",
+        "(Ball et al. 2023, RLPD); the default since session 24 (docs/learning.md)",
     )
     log_std_min: float = Field(-20.0, description="lower clamp of the policy log standard deviation")
     log_std_max: float = Field(2.0, description="upper clamp of the policy log standard deviation")
