@@ -23,7 +23,10 @@ from tmrl.rl.sync import DictActionAdapter, evaluate, train_sync
 def test_sac_solves_pendulum(tmp_path: Path) -> None:
     config = RLConfig(
         algorithm=preset("fast-sac"),
-        model=ModelConfig(hidden=(128, 128)),
+        # Plain critics, as measured above. With layer normalisation in them (the default since session 24, for
+        # the game) this run of 6,000 steps left 3 of 10 test episodes hanging (mean -622): on Pendulum it is
+        # slower to start, which docs/learning.md notes; tests/test_rl_models.py checks the normalisation itself.
+        model=ModelConfig(hidden=(128, 128), critic_layer_norm=False),
         trainer=TrainerConfig(
             batch_size=256,
             replay_capacity=100_000,
