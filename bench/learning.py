@@ -45,8 +45,11 @@ TRAIN_SEED = 0
 UNSEEN_SEEDS = (1, 2, 3, 4, 5)
 WINDOW = 5  # test episodes in the rolling mean
 
+# Every variant run before session 24 had plain critics (layer normalisation in them is the default since).
+NO_LN = {"model.critic_layer_norm": "false"}
 # TMRL 0.7.1's default SAC and trainer settings (DESIGN.md section 2), as --set overrides of our config.
 TMRL_DEFAULTS = {
+    **NO_LN,  # plain MLP critics
     "algorithm.name": '"sac"',
     "algorithm.lr_actor": "1e-5",
     "algorithm.lr_critic": "5e-5",
@@ -58,7 +61,6 @@ TMRL_DEFAULTS = {
     "algorithm.learn_entropy": "false",
     "algorithm.target_entropy": "-0.5",
     "model.hidden": "[256, 256]",
-    "model.critic_layer_norm": "false",  # plain MLP critics
     "trainer.batch_size": "256",
     "trainer.warmup_steps": "1000",
     "trainer.max_updates_per_step": "4.0",
@@ -71,8 +73,6 @@ TMRL_DEFAULTS = {
     "env.reward.min_steps": "70",
     "env.reward.failure_countdown": "10",
 }
-# Every variant run before session 24 had plain critics (layer normalisation in them is the default since).
-NO_LN = {"model.critic_layer_norm": "false"}
 # The defaults of sessions 9-15 (25 Hz, 2 physics frames per step): the time step that sets everything counted in
 # steps (limits, gamma's horizon, alpha's bonus per second), so the variants run then keep their meaning.
 HZ25 = {**NO_LN, "env.rtgym.time_step_s": "0.04"}
@@ -466,59 +466,35 @@ def figures(doc: dict) -> list[Figure]:
     figs: list[Figure] = []
     if not ours or "final" not in ours:
         return figs
-    a_final = (anchor or {}).get("final", {})
     note_a = (
         f"TMRL hyper-parameters ran {anchor['minutes_run']:.0f} min" if anchor else "TMRL variant not run"
     )
-    fin = ours["final"]
-    if fin.get("default_track_mean") is not None:
-        figs.append(
-            absolute(
-                "final actor, default track, mean of 5 real-time episodes",
-                "return",
-                fin["default_track_mean"],
-                900.0,
-                at_most=False,
-                anchor=a_final.get("default_track_mean"),
-                anchor_name="TMRL 0.7.1 SAC defaults",
-                note=f"ours ran {ours['minutes_run']:.0f} min; {note_a}",
-            )
-        )
-    if fin.get("unseen_tracks_mean") is not None:
-        figs.append(
-            absolute(
-                f"final actor, {len(fin['unseen_tracks'])} unseen tracks, mean real-time return",
-                "return",
-                fin["unseen_tracks_mean"],
+    # the final actor, and the actor a user gets from a run: `tmrl test` drives the best one the trainer kept
+    # (scored over test episodes during the run), not the last
+    for which, label in (("final", "final actor"), ("best", "best actor (the one `tmrl test` drives)")):
+        got, a_which = ours.get(which) or {}, (anchor or {}).get(which) or {}
+        for key, name, target in (
+            ("default_track_mean", "default track, mean of 5 real-time episodes", 900.0),
+            (
+                "unseen_tracks_mean",
+                f"{len(got.get('unseen_tracks', []))} unseen tracks, mean real-time return",
                 800.0,
-                at_most=False,
-                anchor=a_final.get("unseen_tracks_mean"),
-                anchor_name="TMRL 0.7.1 SAC defaults",
-            )
-        )
-    # the actor a user gets from a run: `tmrl test` drives the best one the trainer kept (scored over test
-    # episodes during the run), not the last
-    best = ours.get("best") or {}
-    for key, name, target in (
-        ("default_track_mean", "default track, mean of 5 real-time episodes", 900.0),
-        (
-            "unseen_tracks_mean",
-            f"{len(best.get('unseen_tracks', []))} unseen tracks, mean real-time return",
-            800.0,
-        ),
-    ):
-        if best.get(key) is not None:
-            figs.append(
-                absolute(
-                    f"best actor (the one `tmrl test` drives), {name}",
-                    "return",
-                    best[key],
-                    target,
-                    at_most=False,
-                    anchor=((anchor or {}).get("best") or {}).get(key),
-                    anchor_name="TMRL 0.7.1 SAC defaults",
+            ),
+        ):
+            if got.get(key) is not None:
+                first = (which, key) == ("final", "default_track_mean")
+                figs.append(
+                    absolute(
+                        f"{label}, {name}",
+                        "return",
+                        got[key],
+                        target,
+                        at_most=False,
+                        anchor=a_which.get(key),
+                        anchor_name="TMRL 0.7.1 SAC defaults",
+                        note=f"ours ran {ours['minutes_run']:.0f} min; {note_a}" if first else "",
+                    )
                 )
-            )
     if ours.get("best_mean5") is not None:
         figs.append(
             absolute(

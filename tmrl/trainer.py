@@ -8,8 +8,8 @@ exists) continues with the same counters, optimiser moments, entropy coefficient
 
 Worker batch meta understood here, besides the relay's ``worker_id`` / ``seq`` / ``n`` / ``policy_version``:
 ``episodes``, a list of ``{"return": float, "length": int, "test": bool}`` for episodes the batch completed, with
-where they ended (``tmrl.rl.learner.EPISODE_END``: progress, speed, distance from and heading against the trajectory) when
-known.
+where they ended (``tmrl.rl.learner.EPISODE_END``: progress, speed, distance from and heading against the
+trajectory) when known.
 
 Keep the best: a test episode drives one weight version from start to end (the worker takes the latest weights
 when the test episode starts, not at every step as in training episodes) and reports it as ``policy_version``.
