@@ -21,7 +21,14 @@ from tmrl.net.client import TrainerClient
 from tmrl.net.config import RelayConfig
 from tmrl.net.testing import RelayThread
 from tmrl.rl.config import ModelConfig
-from tmrl.rl.export import actor_meta, actor_to_arrays, save_actor, save_arrays
+from tmrl.rl.export import (
+    actor_meta,
+    actor_to_arrays,
+    published_arrays,
+    save_actor,
+    save_arrays,
+    split_published,
+)
 from tmrl.rl.models import Actor
 from tmrl.rl.transitions import TransitionRecorder
 from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE
@@ -83,6 +90,32 @@ def test_policy_random_then_swapped_in_place(tmp_path: Path) -> None:
     third = Actor(spec, ModelConfig(hidden=(16,)))  # another architecture: a new actor
     policy.load(3, actor_to_arrays(third), actor_meta(third))
     assert policy.actor is not actor and policy.version == 3
+
+
+def test_policy_tests_with_the_averaged_actor_and_explores_with_the_live_one(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    obs = {c.name: np.zeros(c.policy_shape, dtype=c.dtype) for c in spec.components}
+    torch.manual_seed(0)
+    live, average = (Actor(spec, ModelConfig(hidden=(32, 32))) for _ in range(2))
+    policy = Policy(spec.action_dim, seed=0)
+    policy.load(1, published_arrays(live, average), actor_meta(live))
+    assert policy.test_actor is not policy.actor
+    np.testing.assert_allclose(
+        policy.act(obs, deterministic=True), average.act(obs, deterministic=True), rtol=1e-6
+    )
+    zero = np.zeros(spec.action_dim, dtype=np.float32)  # the live actor's mean action, through its noise
+    policy._noise = lambda: zero  # type: ignore[method-assign]
+    np.testing.assert_allclose(policy.act(obs), live.act(obs, deterministic=False, noise=zero), rtol=1e-6)
+    modules = (policy.actor, policy.test_actor)
+    policy.load(2, published_arrays(average, live), actor_meta(live))  # both swapped in place
+    assert (policy.actor, policy.test_actor) == modules and policy.version == 2
+    np.testing.assert_allclose(
+        policy.act(obs, deterministic=True), live.act(obs, deterministic=True), rtol=1e-6
+    )
+    policy.load(3, actor_to_arrays(live), actor_meta(live))  # weights without an average: one actor does both
+    assert policy.test_actor is policy.actor
+    live_arrays, none = split_published(actor_to_arrays(live))
+    assert none is None and live_arrays.keys() == actor_to_arrays(live).keys()
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.9])

@@ -168,6 +168,51 @@ def test_sac_polyak_and_fixed_alpha() -> None:
     assert sac.alpha_opt is None and sac.updates == 1
 
 
+@pytest.mark.parametrize("name", ["sac", "redq"])
+def test_actor_average_follows_the_actor_after_each_actor_step_and_is_delivered(name: str) -> None:
+    torch.manual_seed(0)
+    off = SAC(SPEC, AlgorithmConfig(), SMALL, CPU)
+    assert off.actor_average is None and off.delivered_actor is off.actor
+    assert "actor_average" not in off.state_dict()
+
+    algo = AlgorithmConfig(name=name, actor_average=0.9, lr_actor=1e-2, redq_n=3, redq_g=2)
+    algorithm = (REDQ if name == "redq" else SAC)(SPEC, algo, SMALL, CPU)
+    average = algorithm.actor_average
+    assert average is not None and algorithm.delivered_actor is average
+    assert all(
+        torch.equal(a, p) for a, p in zip(average.parameters(), algorithm.actor.parameters(), strict=True)
+    )
+    assert not any(p.requires_grad for p in average.parameters())
+    for i in range(4):
+        before = [a.clone() for a in average.parameters()]
+        actor_before = [p.clone() for p in algorithm.actor.parameters()]
+        algorithm.update(minibatch(seed=i))
+        actor_moved = any(
+            not torch.equal(a, p) for a, p in zip(actor_before, algorithm.actor.parameters(), strict=True)
+        )
+        assert actor_moved == (name == "sac" or i % 2 == 1)  # REDQ: an actor step every redq_g updates
+        for old, new, p in zip(before, average.parameters(), algorithm.actor.parameters(), strict=True):
+            expected = 0.9 * old + 0.1 * p if actor_moved else old
+            assert torch.allclose(new, expected, atol=1e-7)
+    assert not all(
+        torch.equal(a, p) for a, p in zip(average.parameters(), algorithm.actor.parameters(), strict=True)
+    )
+
+    # the average is part of the state; a state without it (made with the average off) starts it at the actor
+    state = algorithm.state_dict()
+    fresh = (REDQ if name == "redq" else SAC)(SPEC, algo, SMALL, CPU)
+    fresh.load_state_dict(state)
+    assert fresh.actor_average is not None
+    for a, b in zip(fresh.actor_average.parameters(), average.parameters(), strict=True):
+        assert torch.equal(a, b)
+    del state["actor_average"]
+    fresh.load_state_dict(state)
+    for a, b in zip(fresh.actor_average.parameters(), algorithm.actor.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        AlgorithmConfig(actor_average=1.0)
+
+
 def test_learned_alpha_moves_towards_the_target_entropy() -> None:
     torch.manual_seed(0)
     # An unreachable target entropy (very high) must make alpha grow; a very low one must make it shrink.

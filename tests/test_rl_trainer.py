@@ -15,7 +15,7 @@ from tmrl.net.client import TrainerClient, WorkerClient
 from tmrl.net.config import RelayConfig
 from tmrl.net.testing import RelayThread
 from tmrl.rl.config import AlgorithmConfig, ModelConfig, RLConfig, TrainerConfig
-from tmrl.rl.export import actor_from_arrays, load_actor, load_arrays
+from tmrl.rl.export import actor_from_arrays, load_actor, load_arrays, split_published
 from tmrl.rl.learner import CHECKPOINT_DIR
 from tmrl.rl.metrics import CSV_NAME, TB_DIR, plot_run, read_metrics
 from tmrl.rl.transitions import TransitionRecorder
@@ -174,6 +174,43 @@ def test_trainer_keeps_the_actor_of_the_best_test_score(tmp_path: Path) -> None:
             assert trainer.learner.env_steps == steps
             assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["best_test"]["return"] == 950.0
             trainer.learner.close()
+        finally:
+            worker.close()
+            client.close()
+
+
+def test_trainer_with_an_averaged_actor_delivers_the_average(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = rl_config()
+    config = config.model_copy(
+        update={"algorithm": config.algorithm.model_copy(update={"actor_average": 0.9})}
+    )
+    with RelayThread(RelayConfig(port=0, **FAST)) as relay:  # type: ignore[arg-type]
+        worker = WorkerClient(relay.config, worker_id="w0")
+        client = TrainerClient(relay.config)
+        try:
+            assert worker.wait_connected(10)
+            trainer = Trainer(SPEC, config, client, run_dir)
+            learner = trainer.learner
+            with torch.no_grad():
+                for p in learner.actor.parameters():
+                    p.add_(1.0)  # the live actor moves away from its average
+            average = {k: v.numpy() for k, v in learner.delivered_actor.state_dict().items()}
+            version = trainer.publish()
+            assert worker.wait_weights(10)
+            got = worker.latest_weights()
+            assert got is not None and got[0] == version
+            live, sent_average = split_published(got[1])
+            assert sent_average is not None
+            assert all(np.array_equal(sent_average[k], average[k]) for k in average)
+            assert not all(np.array_equal(live[k], average[k]) for k in average)
+            assert trainer.consider_best(version, 500.0, 3)
+            trainer.checkpoint()
+            for path in (run_dir / BEST_ACTOR_FILE, run_dir / ACTOR_FILE):
+                arrays, _ = load_arrays(path)
+                assert arrays.keys() == average.keys()
+                assert all(np.array_equal(arrays[k], average[k]) for k in average), path
+            learner.close()
         finally:
             worker.close()
             client.close()

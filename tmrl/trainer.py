@@ -18,6 +18,10 @@ more after one that beats its best) and puts the ``score`` and ``score_episodes`
 The trainer keeps the most recent published actors (up to ``KEEP_BYTES``: about 370 of the default LIDAR actor)
 and, when a score beats every earlier one, writes that version's actor to ``weights/best-actor.safetensors``
 with the score in its metadata (``best_test``). ``tmrl test`` drives that actor when the run has one.
+
+With ``algorithm.actor_average`` the run delivers a Polyak average of the actor: every publication carries it
+beside the live actor, workers drive their test episodes with it (so scores, the best actor and the exported
+``weights/actor.safetensors`` are all of the average) and explore with the live one.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from tmrl.rl.checkpoint import has_checkpoint
 from tmrl.rl.config import RLConfig
-from tmrl.rl.export import save_actor, save_arrays
+from tmrl.rl.export import save_actor, save_arrays, split_published
 from tmrl.rl.learner import CHECKPOINT_DIR, Learner
 from tmrl.run import write_json_atomic
 from tmrl.spaces import ObservationSpec
@@ -119,6 +123,8 @@ class Trainer:
         if kept is None:  # published before a restart or too long ago: nothing to save
             return False
         arrays, meta = kept
+        live, average = split_published(arrays)  # the delivered actor: the average when there is one
+        arrays = live if average is None else average
         record = {
             "return": score,
             "episodes": episodes,
@@ -153,7 +159,11 @@ class Trainer:
 
     def checkpoint(self) -> Path:
         path = self.learner.checkpoint()
-        save_actor(self.run_dir / ACTOR_FILE, self.learner.actor, weight_version=self.learner.weight_version)
+        save_actor(
+            self.run_dir / ACTOR_FILE,
+            self.learner.delivered_actor,
+            weight_version=self.learner.weight_version,
+        )
         return path
 
     def _status(self, force: bool = False) -> None:

@@ -113,6 +113,9 @@ class TimeoutCounter:
 class Policy:
     """The worker's actor: random until the first weights, then the exported actor, swapped in place.
 
+    Deterministic actions (test episodes) come from ``test_actor``: the averaged actor when the weights carry one
+    (``algorithm.actor_average``), else the same actor that explores.
+
     Stochastic actions draw the policy's standard normal noise here: fresh every step, or with
     ``noise_correlation`` rho > 0 an AR(1) process, eps_t = rho eps_{t-1} + sqrt(1 - rho^2) w_t, which stays
     standard normal at every step; ``reset_noise`` starts it afresh (at each episode)."""
@@ -132,6 +135,7 @@ class Policy:
         self.noise_correlation = noise_correlation
         self._eps: np.ndarray | None = None
         self.actor: Any = None
+        self.test_actor: Any = None
         self.version = 0
         self._meta_key: str | None = None
 
@@ -141,18 +145,27 @@ class Policy:
 
         import torch
 
-        from tmrl.rl.export import actor_from_arrays
+        from tmrl.rl.export import actor_from_arrays, split_published
 
-        key = json.dumps({"spec": meta.get("spec"), "model": meta.get("model")}, sort_keys=True)
-        if self.actor is not None and key == self._meta_key:
-            state = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+        def install(actor: Any, part: Mapping[str, np.ndarray]) -> Any:
+            if actor is None or not same:
+                return actor_from_arrays(part, meta)
+            state = {k: torch.from_numpy(np.asarray(v)) for k, v in part.items()}
             try:
-                self.actor.load_state_dict(state, strict=True)
+                actor.load_state_dict(state, strict=True)
             except RuntimeError as exc:
                 raise CheckpointError(f"weights version {version} do not fit the actor: {exc}") from None
+            return actor
+
+        key = json.dumps({"spec": meta.get("spec"), "model": meta.get("model")}, sort_keys=True)
+        same = key == self._meta_key
+        live, average = split_published(arrays)
+        self.actor = install(self.actor, live)
+        if average is None:
+            self.test_actor = self.actor
         else:
-            self.actor = actor_from_arrays(arrays, meta)
-            self._meta_key = key
+            self.test_actor = install(None if self.test_actor is self.actor else self.test_actor, average)
+        self._meta_key = key
         self.version = int(version)
 
     def act(self, obs: Mapping[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
@@ -160,8 +173,10 @@ class Policy:
             if not self.random_until_weights and deterministic:
                 return np.zeros(self.action_dim, dtype=np.float32)
             return self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
-        noise = None if deterministic else self._noise()
-        action: np.ndarray = self.actor.act(obs, deterministic=deterministic, noise=noise)
+        if deterministic:
+            action: np.ndarray = self.test_actor.act(obs, deterministic=True)
+            return action
+        action = self.actor.act(obs, deterministic=False, noise=self._noise())
         return action
 
     def reset_noise(self) -> None:

@@ -12,13 +12,11 @@ goes to ``bench/tuning/results/NAME.jsonl``; the actor, at each evaluation, to
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.tuning.proxy import ProxyEnv
 from tmrl.envs.config import EnvConfig
@@ -73,12 +71,6 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=5000)
     p.add_argument("--unseen", type=int, default=2)
     p.add_argument("--train-tracks", default="0")
-    p.add_argument(
-        "--ema",
-        type=float,
-        default=None,
-        help="also evaluate an exponential average of the actor (e.g. 0.999)",
-    )
     args = p.parse_args()
     env_cfg = EnvConfig.model_validate(json.loads(args.env))
     rl = RLConfig(
@@ -101,9 +93,7 @@ def main() -> None:
     rec.reset(obs)
     t0 = time.time()
     returns: list[float] = []
-    ema = copy.deepcopy(learner.actor).requires_grad_(False) if args.ema else None
-    ema_params = list(ema.parameters()) if ema is not None else []
-    actor_params = list(learner.actor.parameters())
+    average = learner.algo.actor_average  # --algo '{"actor_average": 0.999}': evaluated beside the live actor
     for step in range(1, args.steps + 1):
         if learner.env_steps < rl.trainer.warmup_steps:
             action = rng.uniform(-1.0, 1.0, 3).astype(np.float32)
@@ -119,9 +109,7 @@ def main() -> None:
             rec.reset(obs)
         else:
             obs = nxt
-        if learner.train() and ema is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, actor_params, 1.0 - args.ema)
+        learner.train()
         if step % args.eval_every == 0 or step == args.steps:
             ev = evaluate(learner.actor, eval_env, [0] + [100 + i for i in range(args.unseen)])
             line = {
@@ -132,9 +120,11 @@ def main() -> None:
                 "alpha": round(float(learner.algo.alpha), 4),
                 "eval": ev,
             }
-            if ema is not None:
-                line["eval_ema"] = evaluate(ema, eval_env, [0] + [100 + i for i in range(args.unseen)])
-                save_actor(RESULTS / f"{args.name}-ema.safetensors", ema)
+            if average is not None:
+                line["eval_average"] = evaluate(
+                    average, eval_env, [0] + [100 + i for i in range(args.unseen)]
+                )
+                save_actor(RESULTS / f"{args.name}-average.safetensors", average)
             log.write(json.dumps(line) + "\n")
             log.flush()
             print(args.name, json.dumps(line), flush=True)

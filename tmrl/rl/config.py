@@ -69,6 +69,15 @@ class AlgorithmConfig(_Strict):
     polyak: float = Field(
         0.995, ge=0, le=1, description="target networks: target <- polyak*target + (1-p)*net"
     )
+    actor_average: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Polyak factor of an averaged copy of the actor, updated after every actor step: "
+        "average <- actor_average*average + (1-a)*actor (0.9999 averages over about 10,000 actor steps). The "
+        "average is the actor a run delivers: it drives the test episodes, is scored for keep-the-best and is "
+        "exported as the run's actor; the live actor still explores. 0 = off, the live actor does everything",
+    )
     smooth_spatial: float = Field(
         0.0,
         ge=0,

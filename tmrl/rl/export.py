@@ -53,6 +53,28 @@ def actor_to_arrays(actor: Actor) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v.detach().cpu().numpy()).copy() for k, v in actor.state_dict().items()}
 
 
+AVERAGE_PREFIX = "average/"
+"""Published weights of a trainer with ``algorithm.actor_average`` on carry the averaged actor's arrays under
+this prefix beside the live actor's."""
+
+
+def published_arrays(actor: Actor, average: Actor | None = None) -> dict[str, np.ndarray]:
+    """The arrays a trainer publishes: the live actor's, plus the averaged actor's under ``AVERAGE_PREFIX``."""
+    arrays = actor_to_arrays(actor)
+    if average is not None:
+        arrays.update({AVERAGE_PREFIX + k: v for k, v in actor_to_arrays(average).items()})
+    return arrays
+
+
+def split_published(
+    arrays: Mapping[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """(live actor's arrays, averaged actor's arrays or None) of published weights."""
+    live = {k: v for k, v in arrays.items() if not k.startswith(AVERAGE_PREFIX)}
+    average = {k[len(AVERAGE_PREFIX) :]: v for k, v in arrays.items() if k.startswith(AVERAGE_PREFIX)}
+    return live, (average or None)
+
+
 def actor_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping) -> Actor:
     """Rebuild an actor (CPU, eval mode) from ``actor_to_arrays`` output and ``actor_meta``."""
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:

@@ -18,7 +18,7 @@ import torch
 from tmrl.errors import CheckpointError
 from tmrl.rl import checkpoint as ckpt
 from tmrl.rl.config import RLConfig
-from tmrl.rl.export import actor_meta, actor_to_arrays
+from tmrl.rl.export import actor_meta, published_arrays
 from tmrl.rl.memory import ReplayMemory
 from tmrl.rl.metrics import MetricsWriter
 from tmrl.rl.redq import REDQ
@@ -108,6 +108,11 @@ class Learner:
     def actor(self):
         return self.algo.actor
 
+    @property
+    def delivered_actor(self):
+        """The actor the run delivers (``algorithm.actor_average``: the average, else the live actor)."""
+        return self.algo.delivered_actor
+
     # -- data -----------------------------------------------------------------------------------------------
     def add_batch(self, stream: int, arrays: dict, episodes: list[dict] | None = None) -> int:
         """Append a batch of rows of ``stream``; ``episodes`` are stats of episodes it completed."""
@@ -189,11 +194,12 @@ class Learner:
         return self.updates - self.last_published >= self.config.trainer.publish_every
 
     def export_actor(self) -> tuple[int, dict, dict]:
-        """A new weight version: (version, arrays, meta) for ``TrainerClient.publish_weights``."""
+        """A new weight version: (version, arrays, meta) for ``TrainerClient.publish_weights``; the arrays carry
+        the averaged actor too when ``algorithm.actor_average`` is on (``tmrl.rl.export.published_arrays``)."""
         self.weight_version += 1
         self.last_published = self.updates
         meta = actor_meta(self.algo.actor, weight_version=self.weight_version, updates=self.updates)
-        return self.weight_version, actor_to_arrays(self.algo.actor), meta
+        return self.weight_version, published_arrays(self.algo.actor, self.algo.actor_average), meta
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def checkpoint_due(self) -> bool:

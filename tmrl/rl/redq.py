@@ -57,6 +57,7 @@ class REDQ(SAC):
             self.actor_opt.zero_grad(set_to_none=True)
             (actor_loss if smooth is None else actor_loss + smooth).backward(inputs=self._actor_params)
             self.actor_opt.step()
+            self._average_actor()
             # 4. Entropy coefficient, with the actor.
             alpha_loss = self._alpha_step(logp)
             self._last_actor = {

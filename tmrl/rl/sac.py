@@ -63,6 +63,19 @@ class SAC:
         self._actor_params: list[Tensor] = list(self.actor.parameters())
         self._critic_params: list[Tensor] = list(self.critic.parameters())
         self._target_params: list[Tensor] = list(self.critic_target.parameters())
+        # algorithm.actor_average: the averaged actor (weight averaging, Nikishin et al. 2018), None when off
+        self.actor_average = (
+            copy.deepcopy(self.actor).requires_grad_(False) if algo.actor_average > 0.0 else None
+        )
+        self._average_params: list[Tensor] = (
+            list(self.actor_average.parameters()) if self.actor_average is not None else []
+        )
+
+    @property
+    def delivered_actor(self) -> Actor:
+        """The actor a run delivers (test episodes, keep-the-best, the exported file): the average when
+        ``algorithm.actor_average`` is on, else the live actor."""
+        return self.actor if self.actor_average is None else self.actor_average
 
     def set_lr_scale(self, scale: float) -> None:
         """Set the actor's and the critics' learning rates to ``scale`` times the configured ones."""
@@ -104,6 +117,7 @@ class SAC:
         self.actor_opt.zero_grad(set_to_none=True)
         (actor_loss if smooth is None else actor_loss + smooth).backward(inputs=self._actor_params)
         self.actor_opt.step()
+        self._average_actor()
 
         # 4. Entropy coefficient towards the target entropy.
         alpha_loss = self._alpha_step(logp)
@@ -172,6 +186,11 @@ class SAC:
     def _polyak(self) -> None:
         torch._foreach_lerp_(self._target_params, self._critic_params, 1.0 - self.algo.polyak)
 
+    @torch.no_grad()
+    def _average_actor(self) -> None:
+        if self.actor_average is not None:
+            torch._foreach_lerp_(self._average_params, self._actor_params, 1.0 - self.algo.actor_average)
+
     # -- checkpoint state (tensors and plain containers only: loadable with torch.load(weights_only=True)) --
     def state_dict(self) -> dict:
         state = {
@@ -185,10 +204,14 @@ class SAC:
         }
         if self.alpha_opt is not None:
             state["alpha_opt"] = self.alpha_opt.state_dict()
+        if self.actor_average is not None:
+            state["actor_average"] = self.actor_average.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.actor.load_state_dict(state["actor"])
+        if self.actor_average is not None:  # a checkpoint made without the average starts it at the actor
+            self.actor_average.load_state_dict(state.get("actor_average", state["actor"]))
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
         self.actor_opt.load_state_dict(state["actor_opt"])
