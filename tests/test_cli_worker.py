@@ -376,11 +376,13 @@ def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_tes
 
 
 @pytest.mark.timeout(240)
-def test_only_training_episodes_start_at_random_places(tmp_path: Path) -> None:
+@pytest.mark.parametrize("top_speed", [0.0, 200.0])
+def test_only_training_episodes_start_at_random_places(tmp_path: Path, top_speed: float) -> None:
     actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
     with RelayThread(RelayConfig(port=0)) as relay:
         config = _test_episode_config(tmp_path, relay, train_on_test=True)
-        config = config.model_copy(update={"worker": config.worker.model_copy(update={"random_start": 1.0})})
+        worker = config.worker.model_copy(update={"random_start": 1.0, "random_start_speed_kmh": top_speed})
+        config = config.model_copy(update={"worker": worker})
         trainer = TrainerClient(config.relay)
         try:
             trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
@@ -390,6 +392,8 @@ def test_only_training_episodes_start_at_random_places(tmp_path: Path) -> None:
             trainer.close()
     episodes = _episodes(batches)
     assert [(e["test"], e["random_start"]) for e in episodes] == [(False, True), (True, False), (False, True)]
+    speeds = [e["start_speed_kmh"] for e in episodes]
+    assert speeds[1] == 0.0 and all((0.0 < s <= top_speed) if top_speed else s == 0.0 for s in speeds[::2])
 
 
 @pytest.mark.timeout(240)

@@ -122,6 +122,35 @@ def test_random_start_stands_the_car_on_the_track(game, reward_file: Path) -> No
         env.close()
 
 
+def test_rolling_start_puts_the_car_on_the_track_at_speed(game, reward_file: Path) -> None:
+    """``start_speed_kmh`` starts the car moving along the track at that speed: the first observation reports it,
+    and coasting carries the car (and the reward's progress) forward; the next plain reset stands still again."""
+    env = RealTimeEnv(env_config(reward_file), game, track_seed=SEED, owns_game=False)
+    track = track_centerline(SEED)
+    tracker = env.interface.reward.tracker
+    try:
+        obs, _ = env.reset(seed=4, options={"random_start": True, "start_speed_kmh": 150.0})
+        _, tel = game.telemetry.latest()
+        start = tracker.index
+        assert 120.0 < tel.speed <= 150.0
+        assert float(np.hypot(track[:, 0] - tel.x, track[:, 1] - tel.z).min()) < 3.0
+        standing, _ = env.reset(seed=4, options={"random_start": True})
+        assert tracker.index == start and standing["speed"][0] < 0.05 < obs["speed"][0]
+        env.reset(seed=4, options={"random_start": True, "start_speed_kmh": 150.0})
+        ret = 0.0
+        for _ in range(10):  # a fifth of a second, coasting
+            _, r, terminated, _, info = env.step(np.zeros(3, np.float32))
+            ret += r
+            assert not terminated
+        assert info["speed_kmh"] > 100.0 and info["heading"] > 0.9
+        assert tracker.index > start + 3 and ret > 0.0
+        env.reset()
+        _, tel = game.telemetry.latest()
+        assert tel.speed < 1.0 and tracker.index == 0
+    finally:
+        env.close()
+
+
 def test_random_start_needs_the_built_in_game(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="worker.random_start needs the built-in game"):
         load_config(data_dir=tmp_path, environ={}, overrides=["env.game=tm2020", "worker.random_start=0.5"])
@@ -130,6 +159,10 @@ def test_random_start_needs_the_built_in_game(tmp_path: Path) -> None:
     assert (
         load_config(data_dir=tmp_path, environ={}, overrides=["worker.random_start=0"]).random_start() == 0.0
     )
+    with pytest.raises(ConfigError, match="worker.random_start_speed_kmh needs the built-in game"):
+        load_config(
+            data_dir=tmp_path, environ={}, overrides=["env.game=tm2020", "worker.random_start_speed_kmh=100"]
+        )
 
 
 @pytest.mark.parametrize("implementation", ["real-time-gym-ts-v1", "real-time-gym-v1"])

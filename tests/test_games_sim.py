@@ -125,3 +125,28 @@ def test_respawn_on_a_tile_faces_the_driving_direction() -> None:
         sim.reset(sim.n_tiles)
     sim.reset()
     assert math.hypot(sim.telemetry().x - sim.track_xy[0, 0], sim.telemetry().z - sim.track_xy[0, 1]) < 0.5
+
+
+@pytest.mark.parametrize("speed_kmh", [60.0, 200.0])
+def test_respawn_rolling_keeps_the_speed_along_the_track(speed_kmh: float) -> None:
+    """A rolling respawn puts the car on the tile at the given speed, moving along the track, its wheels
+    turning with it: with no pedal it coasts on (slowing a little), with full brake it stops."""
+    sim = RaceSim(0)
+    tile = sim.n_tiles // 4
+    sim.reset(tile, speed_kmh=speed_kmh)
+    f = sim.telemetry()
+    x, z = sim.track_xy[tile]
+    assert math.hypot(f.x - x, f.z - z) < 0.5 + speed_kmh / 3.6 * GAME_DT
+    assert speed_kmh * 0.97 < f.speed <= speed_kmh
+    for _ in range(25):  # half a second of coasting
+        f = sim.tick(0.0, 0.0, 0.0)
+    assert speed_kmh * 0.8 < f.speed < speed_kmh
+    nearest = int(np.argmin(np.hypot(sim.track_xy[:, 0] - f.x, sim.track_xy[:, 1] - f.z)))
+    assert tile < nearest  # forward, along the driving direction
+    for _ in range(200):
+        f = sim.tick(0.0, 1.0, 0.0)
+    assert f.speed < 1.0
+    sim.reset(tile)  # a standing respawn after a rolling one stands still
+    assert sim.telemetry().speed < 1.0
+    with pytest.raises(ValueError, match="must be >= 0"):
+        sim.reset(tile, speed_kmh=-1.0)

@@ -104,6 +104,15 @@ class WorkerConfig(BaseModel):
         "has learned to reach; test episodes always start at the line. None = per game: 0.5 on the built-in game, "
         "0 on TrackMania (its car can only respawn at the start).",
     )
+    random_start_speed_kmh: float = Field(
+        0.0,
+        ge=0.0,
+        le=400.0,
+        description="Random starts roll instead of standing: each starts at a speed drawn uniformly from 0 to this "
+        "many km/h, along the track, so corners are practised at the speeds the car reaches them with (a car "
+        "that learned to floor a straight meets its corner at 300 km/h and more, which no standing start "
+        "teaches). 0 = standing starts. Built-in game only.",
+    )
     finish_bootstraps: bool = Field(
         False,
         description="In the samples streamed to the trainer, record reaching the finish line as a truncation "
@@ -161,6 +170,10 @@ class TmrlConfig(BaseModel):
         if self.env.game != "carracing" and self.worker.random_start:
             raise ValueError(
                 f"worker.random_start needs the built-in game ({self.env.game} respawns only at the start line)"
+            )
+        if self.env.game != "carracing" and self.worker.random_start_speed_kmh:
+            raise ValueError(
+                f"worker.random_start_speed_kmh needs the built-in game ({self.env.game} respawns standing)"
             )
         return self
 

@@ -12,10 +12,11 @@ end. One that beats the worker's best test score is confirmed by ``worker.confir
 with the same weights (``VersionScorer``); the last of them carries the version's score (their mean return), by
 which the trainer keeps the best actor. The confirming episodes count against ``worker.test_every``
 (``TestSchedule``). On the built-in game, a share ``worker.random_start`` of the training episodes start
-standing at a random place on the track, so the policy practises every part of it from the start.
+standing at a random place on the track, so the policy practises every part of it from the start (rolling, at
+up to ``worker.random_start_speed_kmh``, when that is set).
 
 Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, random_start,
-timeouts) and in
+start_speed_kmh, timeouts) and in
 ``<run dir>/status/worker-<id>.json`` (read by the live view of ``tmrl run``). Time-step timeouts are rtgym's
 "Time-step timed out" warnings, counted (never printed per step).
 """
@@ -349,7 +350,10 @@ class RolloutWorker:
         timeouts_before = self._timeouts.count
         record = not test or self.config.worker.train_on_test
         random_start = not test and self.random_start > 0 and self._start_rng.random() < self.random_start
-        obs, _ = env.reset(options={"random_start": True} if random_start else None)
+        top = self.config.worker.random_start_speed_kmh
+        start_speed = float(self._start_rng.uniform(0.0, top)) if random_start and top else 0.0
+        options = {"random_start": True, "start_speed_kmh": start_speed} if random_start else None
+        obs, _ = env.reset(options=options)
         policy.reset_noise()
         if record:
             recorder.reset(obs)
@@ -391,6 +395,7 @@ class RolloutWorker:
             "terminated": terminated,
             "test": test,
             "random_start": random_start,
+            "start_speed_kmh": start_speed,
             "timeouts": self._timeouts.count - timeouts_before,
             "policy_version": policy.version,
             "progress": float(info.get("progress", 0.0)),

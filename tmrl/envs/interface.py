@@ -84,9 +84,11 @@ class GameInterface(RealTimeGymInterface):
         try:
             if seed is not None:
                 self.rng = np.random.default_rng(seed)
-            tile, start_index, start_pos = self._start(bool((options or {}).get("random_start", False)))
+            options = options or {}
+            tile, start_index, start_pos = self._start(bool(options.get("random_start", False)))
+            speed_kmh = float(options.get("start_speed_kmh", 0.0))
             self.game.controller.neutral()
-            tel = self._respawn(tile, start_pos)
+            tel = self._respawn(tile, start_pos, speed_kmh)
             if self.settle_s > 0:
                 time.sleep(self.settle_s)
                 self._counter, tel = self.game.telemetry.latest()
@@ -154,14 +156,21 @@ class GameInterface(RealTimeGymInterface):
             )
         return 0, 0, self.reward.tracker.points[0]
 
-    def _respawn_command(self, tile: int) -> None:
+    def _respawn_command(self, tile: int, speed_kmh: float) -> None:
+        if speed_kmh > 0.0:
+            raise ConfigError(
+                f"rolling starts need a game that can start the car moving; set worker.random_start_speed_kmh = 0 "
+                f"for {self.game.name}"
+            )
         self.game.controller.respawn()
 
-    def _respawn(self, tile: int, start: np.ndarray) -> TelemetryFrame:
-        """Send the respawn command and wait until telemetry shows the car at ``start``."""
+    def _respawn(self, tile: int, start: np.ndarray, speed_kmh: float = 0.0) -> TelemetryFrame:
+        """Send the respawn command and wait until telemetry shows the car at ``start`` (a rolling car may have
+        moved on by up to a tenth of a second of its speed)."""
         telemetry = self.game.telemetry
         counter, _ = telemetry.latest()
-        self._respawn_command(tile)
+        self._respawn_command(tile, speed_kmh)
+        radius = self.respawn_radius + 0.1 * speed_kmh / 3.6
         deadline = time.monotonic() + self.config.respawn_timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -173,7 +182,7 @@ class GameInterface(RealTimeGymInterface):
                     "the reward trajectory was recorded on"
                 )
             counter, tel = telemetry.wait_newer(counter, max(1.0, remaining))
-            if float(np.linalg.norm(np.array((tel.x, tel.y, tel.z)) - start)) <= self.respawn_radius:
+            if float(np.linalg.norm(np.array((tel.x, tel.y, tel.z)) - start)) <= radius:
                 # One more game frame, so that the screen (rendered after the physics) shows the respawn too.
                 self._counter, tel = telemetry.wait_newer(counter, max(1.0, remaining))
                 return tel
@@ -183,7 +192,8 @@ class CarRacingInterface(GameInterface):
     """The built-in game: respawn is instant and puts the car exactly on the trajectory's first point, or
     anywhere on the track: a random start stands the car on a tile drawn uniformly from the first
     ``RANDOM_START_SPAN`` of the lap (the rest is too close to the finish to teach much), facing the driving
-    direction, and the reward's progress starts from the trajectory point nearest that tile."""
+    direction, and the reward's progress starts from the trajectory point nearest that tile. ``reset`` option
+    ``start_speed_kmh`` starts the car rolling along its heading at that speed."""
 
     respawn_radius = 2.0
     RANDOM_START_SPAN = 0.9
@@ -200,8 +210,8 @@ class CarRacingInterface(GameInterface):
         index = tracker.nearest(pos, last=int(tracker.last_index * (self.RANDOM_START_SPAN + 0.05)))
         return tile, index, pos
 
-    def _respawn_command(self, tile: int) -> None:
-        cast("CarRacingGame", self.game).controller.respawn(tile)
+    def _respawn_command(self, tile: int, speed_kmh: float) -> None:
+        cast("CarRacingGame", self.game).controller.respawn(tile, speed_kmh)
 
 
 class TM2020Interface(GameInterface):

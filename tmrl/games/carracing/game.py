@@ -173,13 +173,15 @@ class CarRacingController:
         """Release everything."""
         self.act(0.0, 0.0, 0.0)
 
-    def respawn(self, tile: int = 0) -> None:
-        """Reset the car to the start line of the same track, or standing on track tile ``tile``.
+    def respawn(self, tile: int = 0, speed_kmh: float = 0.0) -> None:
+        """Reset the car to the start line of the same track, or onto track tile ``tile``; standing, or rolling
+        along its heading at ``speed_kmh``.
 
         Returns once the game has done it and the telemetry client holds a frame from after the reset.
         """
         self.neutral()
         self._state.header[S.H_RESPAWN_TILE] = tile
+        self._state.header[S.H_RESPAWN_SPEED] = round(max(0.0, speed_kmh) * 1000.0)
         payload = self._channel.request(CMD_RESPAWN, ACK_RESPAWN, self._timeout + 5.0, RESPAWN_PAYLOAD.size)
         (queued,) = RESPAWN_PAYLOAD.unpack(payload)
         if queued >= 0 and self._telemetry.wait_connection_frames(queued, timeout=1.0):

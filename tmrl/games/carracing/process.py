@@ -144,9 +144,10 @@ class GameProcess:
                     self.state.write_frame(self.renderer.render())
                 sock.sendall(ACK_RENDER)
             elif cmd == CMD_RESPAWN:
-                # the owner writes the tile before the command; a tile off the track means the start line
+                # the owner writes the tile and speed before the command; a tile off the track means the start line
                 tile = int(self.state.header[S.H_RESPAWN_TILE])
-                self.sim.reset(tile if 0 <= tile < self.sim.n_tiles else 0)
+                speed_kmh = max(0, int(self.state.header[S.H_RESPAWN_SPEED])) / 1000.0
+                self.sim.reset(tile if 0 <= tile < self.sim.n_tiles else 0, speed_kmh)
                 self.controls = (0.0, 0.0, 0.0)
                 self.state.header[S.H_RESPAWNS] += 1
                 if self.continuous:  # the next grab must not show the car before its respawn

@@ -54,15 +54,19 @@ class RaceSim:
         self.steer = self.gas = self.brake = 0.0
         self.env.reset(seed=seed)  # builds the track for this seed (tens of ms)
 
-    def reset(self, tile: int = 0) -> None:
+    def reset(self, tile: int = 0, speed_kmh: float = 0.0) -> None:
         """Back to the start line of the same track (or onto ``tile``), in about a millisecond.
 
         What ``CarRacing.reset(seed)`` does minus rebuilding the (identical) track: a new car standing on the
         first tile (or on ``tile``, facing the driving direction), every tile unvisited, lap counters and game
-        time at zero. Raises ValueError for a tile outside the track.
+        time at zero. With ``speed_kmh`` the car starts rolling at that speed along its heading (hull and wheels
+        moving, the wheels spinning to match, so it coasts as if it had driven there). Raises ValueError for a
+        tile outside the track or a negative speed.
         """
         if not 0 <= tile < self.n_tiles:
             raise ValueError(f"tile {tile} is not on the track (0..{self.n_tiles - 1})")
+        if not speed_kmh >= 0.0:
+            raise ValueError(f"start speed {speed_kmh} km/h must be >= 0")
         env = self.env
         self.car.destroy()
         road: list[Any] = list(env.road or ())
@@ -73,10 +77,21 @@ class RaceSim:
         env.t = 0.0
         env.new_lap = False
         env.car = car_dynamics.Car(env.world, *env.track[tile][1:4])
+        if speed_kmh > 0.0:
+            self._roll(env.car, float(env.track[tile][1]), speed_kmh / 3.6)
         env.step(None)  # type: ignore[arg-type]  # CarRacing.reset ends with one actionless frame: so do we
         self.distance = 0.0
         self.finished = False
         self.steer = self.gas = self.brake = 0.0
+
+    @staticmethod
+    def _roll(car: car_dynamics.Car, angle: float, speed: float) -> None:
+        # a Box2D body's forward (its local +y) in world coordinates at rotation ``angle``
+        velocity = (-math.sin(angle) * speed, math.cos(angle) * speed)
+        car.hull.linearVelocity = velocity
+        for wheel in car.wheels:
+            wheel.linearVelocity = velocity
+            wheel.omega = speed / wheel.wheel_rad  # rolling without slip
 
     @property
     def n_tiles(self) -> int:
