@@ -144,6 +144,9 @@ VARIANTS = {
     # the car still, so no training episode met that corner at speed except from the line. Rolling random starts
     # (0-300 km/h, drawn uniformly) practise every corner at the speeds the car reaches it with
     "rolling-start": {"worker.random_start_speed_kmh": "300"},
+    # both: the live actor explores from rolling starts, its average is tested, kept and delivered; the run also
+    # evaluates its final live actor beside the average (the JSON's "live"), a paired comparison in one run
+    "rolling-average": {"worker.random_start_speed_kmh": "300", "algorithm.actor_average": "0.9999"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -177,6 +180,8 @@ LABELS = {
     "actor-average": "tmrl defaults, the run delivering a Polyak average of the actor (algorithm.actor_average "
     "0.9999)",
     "rolling-start": "tmrl defaults, the random starts rolling at 0-300 km/h (worker.random_start_speed_kmh)",
+    "rolling-average": "tmrl defaults, rolling random starts (0-300 km/h) and a Polyak-averaged actor delivered "
+    "(algorithm.actor_average 0.9999)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -386,7 +391,7 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
     ``run_variant``; ``--finish`` calls it alone, in a fresh process, on a finished run."""
     from tmrl.config import load_config
     from tmrl.rl.export import load_actor, load_arrays
-    from tmrl.trainer import BEST_ACTOR_FILE
+    from tmrl.trainer import BEST_ACTOR_FILE, LIVE_ACTOR_FILE
 
     run_name = f"bench-{variant}"
     run_dir = data_dir / "runs" / run_name
@@ -429,6 +434,17 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
         result["best"] = {
             "actor": str(keep),
             "best_test": best_test,
+            **_evaluate(load_actor(keep), config.env, reward, data_dir, unseen, final_episodes),
+        }
+    live_file = run_dir / LIVE_ACTOR_FILE
+    if (
+        live_file.exists()
+    ):  # algorithm.actor_average: the final live actor beside its average, same evaluation
+        keep = data_dir / f"live-actor-{variant_key(variant, seed)}.safetensors"
+        shutil.copyfile(live_file, keep)
+        print("final live actor (the averaged one is the final actor), real time:", flush=True)
+        result["live"] = {
+            "actor": str(keep),
             **_evaluate(load_actor(keep), config.env, reward, data_dir, unseen, final_episodes),
         }
     return result

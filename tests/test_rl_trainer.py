@@ -20,7 +20,7 @@ from tmrl.rl.learner import CHECKPOINT_DIR
 from tmrl.rl.metrics import CSV_NAME, TB_DIR, plot_run, read_metrics
 from tmrl.rl.transitions import TransitionRecorder
 from tmrl.spaces import Component, ObservationSpec
-from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE, STATUS_FILE, Trainer
+from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE, LIVE_ACTOR_FILE, STATUS_FILE, Trainer
 
 SPEC = ObservationSpec((Component("speed", (1,)), Component("lidar", (19,), history=4)), 3)
 FAST = dict(secret="test-secret-0123456789", backoff_initial=0.01, backoff_max=0.2, connect_timeout=2.0)
@@ -210,6 +210,8 @@ def test_trainer_with_an_averaged_actor_delivers_the_average(tmp_path: Path) -> 
                 arrays, _ = load_arrays(path)
                 assert arrays.keys() == average.keys()
                 assert all(np.array_equal(arrays[k], average[k]) for k in average), path
+            arrays, _ = load_arrays(run_dir / LIVE_ACTOR_FILE)
+            assert all(np.array_equal(arrays[k], live[k]) for k in live)
             learner.close()
         finally:
             worker.close()

@@ -21,7 +21,8 @@ with the score in its metadata (``best_test``). ``tmrl test`` drives that actor 
 
 With ``algorithm.actor_average`` the run delivers a Polyak average of the actor: every publication carries it
 beside the live actor, workers drive their test episodes with it (so scores, the best actor and the exported
-``weights/actor.safetensors`` are all of the average) and explore with the live one.
+``weights/actor.safetensors`` are all of the average) and explore with the live one, which checkpoints also
+write to ``weights/live-actor.safetensors``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 ACTOR_FILE = "weights/actor.safetensors"
 BEST_ACTOR_FILE = "weights/best-actor.safetensors"
+LIVE_ACTOR_FILE = "weights/live-actor.safetensors"  # with algorithm.actor_average: the actor that explores
 # published actors kept for keep-the-best (a LIDAR test episode outlives about 30 publications)
 KEEP_BYTES = 128 << 20
 STATUS_FILE = "status/trainer.json"
@@ -159,11 +161,10 @@ class Trainer:
 
     def checkpoint(self) -> Path:
         path = self.learner.checkpoint()
-        save_actor(
-            self.run_dir / ACTOR_FILE,
-            self.learner.delivered_actor,
-            weight_version=self.learner.weight_version,
-        )
+        learner = self.learner
+        save_actor(self.run_dir / ACTOR_FILE, learner.delivered_actor, weight_version=learner.weight_version)
+        if learner.delivered_actor is not learner.actor:
+            save_actor(self.run_dir / LIVE_ACTOR_FILE, learner.actor, weight_version=learner.weight_version)
         return path
 
     def _status(self, force: bool = False) -> None:
