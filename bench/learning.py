@@ -424,9 +424,8 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
         print("final actor, real time:", flush=True)
         result["final"] = _evaluate(load_actor(keep), config.env, reward, data_dir, unseen, final_episodes)
     best_file = run_dir / BEST_ACTOR_FILE
-    if (
-        best_file.exists()
-    ):  # keep-the-best: the actor of the best test episode during the run, same evaluation
+    # keep-the-best: the actor of the best test episode during the run, same evaluation
+    if best_file.exists():
         keep = data_dir / f"best-actor-{variant_key(variant, seed)}.safetensors"
         shutil.copyfile(best_file, keep)
         best_test = load_arrays(keep)[1].get("best_test")
@@ -437,9 +436,8 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
             **_evaluate(load_actor(keep), config.env, reward, data_dir, unseen, final_episodes),
         }
     live_file = run_dir / LIVE_ACTOR_FILE
-    if (
-        live_file.exists()
-    ):  # algorithm.actor_average: the final live actor beside its average, same evaluation
+    # algorithm.actor_average: the final live actor beside its average, same evaluation
+    if live_file.exists():
         keep = data_dir / f"live-actor-{variant_key(variant, seed)}.safetensors"
         shutil.copyfile(live_file, keep)
         print("final live actor (the averaged one is the final actor), real time:", flush=True)

@@ -160,8 +160,8 @@ class Trainer:
         return n
 
     def checkpoint(self) -> Path:
-        path = self.learner.checkpoint()
         learner = self.learner
+        path = learner.checkpoint()
         save_actor(self.run_dir / ACTOR_FILE, learner.delivered_actor, weight_version=learner.weight_version)
         if learner.delivered_actor is not learner.actor:
             save_actor(self.run_dir / LIVE_ACTOR_FILE, learner.actor, weight_version=learner.weight_version)

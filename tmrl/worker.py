@@ -148,6 +148,9 @@ class Policy:
 
         from tmrl.rl.export import actor_from_arrays, split_published
 
+        key = json.dumps({"spec": meta.get("spec"), "model": meta.get("model")}, sort_keys=True)
+        same = key == self._meta_key  # same architecture: load into the existing modules
+
         def install(actor: Any, part: Mapping[str, np.ndarray]) -> Any:
             if actor is None or not same:
                 return actor_from_arrays(part, meta)
@@ -158,8 +161,6 @@ class Policy:
                 raise CheckpointError(f"weights version {version} do not fit the actor: {exc}") from None
             return actor
 
-        key = json.dumps({"spec": meta.get("spec"), "model": meta.get("model")}, sort_keys=True)
-        same = key == self._meta_key
         live, average = split_published(arrays)
         self.actor = install(self.actor, live)
         if average is None:

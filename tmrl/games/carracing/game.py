@@ -181,7 +181,7 @@ class CarRacingController:
         """
         self.neutral()
         self._state.header[S.H_RESPAWN_TILE] = tile
-        self._state.header[S.H_RESPAWN_SPEED] = round(max(0.0, speed_kmh) * 1000.0)
+        self._state.header[S.H_RESPAWN_SPEED] = round(speed_kmh * 1000.0)
         payload = self._channel.request(CMD_RESPAWN, ACK_RESPAWN, self._timeout + 5.0, RESPAWN_PAYLOAD.size)
         (queued,) = RESPAWN_PAYLOAD.unpack(payload)
         if queued >= 0 and self._telemetry.wait_connection_frames(queued, timeout=1.0):
