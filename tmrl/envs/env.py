@@ -65,7 +65,8 @@ class RealTimeEnv(gymnasium.Env):
     ``truncated`` is True at ``ep_max_length`` steps; ``terminated`` on the failure countdown or the finish.
     ``info`` holds ``progress`` (fraction of the reward trajectory reached), ``finished`` (the finish line),
     ``speed_kmh`` (telemetry speed), ``off_trajectory`` (distance from the trajectory point reached) and
-    ``heading`` (cosine between the car's last motion and the trajectory's direction; -1 the wrong way)."""
+    ``heading`` (cosine between the car's last motion and the trajectory's direction; -1 the wrong way; the
+    previous step's value when the game sent no new telemetry frame during the step)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 

@@ -54,6 +54,7 @@ class GameInterface(RealTimeGymInterface):
         self.control_times: list[float] | None = None  # set to a list to record when each control is sent
         self.rng = np.random.default_rng()  # random starts; reseeded by reset(seed=...)
         self._pos = np.zeros(3)  # the car's position at the previous observation
+        self._heading = 0.0  # the last heading measured (kept over steps without a new telemetry frame)
 
     # ---------------------------------------------------------------------------------------------- rtgym API
     def get_observation_space(self) -> gspaces.Tuple:
@@ -95,6 +96,7 @@ class GameInterface(RealTimeGymInterface):
             frame = self.game.screen.grab()
             self.reward.reset(start_index)
             self._pos = np.array((tel.x, tel.y, tel.z))
+            self._heading = 0.0
             return self.builder.reset(frame, tel, 0.0), {}
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
@@ -113,12 +115,15 @@ class GameInterface(RealTimeGymInterface):
             tracker = self.reward.tracker
             progress = tracker.index / max(1, tracker.last_index)
             obs = self.builder.build(frame, tel, progress)
+            # a step without a new telemetry frame (a loaded machine) has no motion to measure: keep the last one
+            if elapsed > 0:
+                self._heading = tracker.heading(pos - self._pos)
             info = {
                 "progress": progress,
                 "finished": finished,
                 "speed_kmh": float(tel.speed),
                 "off_trajectory": float(np.linalg.norm(tracker.points[tracker.index] - pos)),
-                "heading": tracker.heading(pos - self._pos),
+                "heading": self._heading,
             }
             self._pos = pos
             return obs, float(reward), bool(terminated), info
