@@ -179,6 +179,23 @@ def test_version_scorer_confirms_a_new_best_before_it_counts() -> None:
     assert alone.add(5.0) == (5.0, 1) and alone.add(4.0) is None and alone.add(6.0) == (6.0, 1)
 
 
+def test_version_scorer_retests_the_holder_and_lets_its_score_fall() -> None:
+    scorer = VersionScorer(confirm=1, retest_every=2)
+    assert scorer.begin("v1") is None  # slot 1: no holder yet, the latest weights
+    assert scorer.add(900.0) is None and scorer.add(800.0) == (850.0, 2)
+    assert scorer.holder is not None and scorer.holder.weights == "v1"
+    assert scorer.begin("v2") == "v1"  # slot 2: a re-test of the holder
+    assert scorer.add_retest(250.0) == (650.0, 3) and scorer.best == 650.0  # a lucky score falls back
+    assert scorer.begin("v3") is None and scorer.add(600.0) is None and not scorer.open  # below 650
+    assert scorer.begin("v4") == "v1" and scorer.add_retest(100.0) == (512.5, 4)
+    assert scorer.begin("v5") is None and scorer.add(700.0) is None and scorer.open
+    assert scorer.add(500.0) == (600.0, 2) and scorer.holder.weights == "v5"  # beats the fallen holder
+    assert scorer.begin("v6") == "v5" and scorer.add_retest(660.0) == (620.0, 3)
+    never = VersionScorer(confirm=0)  # retest_every = 0: no holder is kept, no slot is a re-test
+    assert never.begin("v1") is None and never.add(5.0) == (5.0, 1) and never.holder is None
+    assert never.begin("v2") is None and never.begin("v3") is None
+
+
 @given(
     st.integers(0, 4),
     st.lists(st.floats(-100.0, 1000.0, allow_nan=False), max_size=60),
@@ -338,9 +355,11 @@ def test_the_last_episode_is_reported_when_a_flush_would_have_taken_all_its_rows
     assert [e["length"] for e in _episodes(batches)] == [20]
 
 
-def _test_episode_config(tmp_path: Path, relay: RelayThread, train_on_test: bool, confirm: int = 0):
+def _test_episode_config(
+    tmp_path: Path, relay: RelayThread, train_on_test: bool, confirm: int = 0, extra: tuple[str, ...] = ()
+):
     """Two training episodes of 20 steps with a test episode between them (and ``confirm`` more to score its
-    weights), streamed to ``relay``."""
+    weights), streamed to ``relay``; ``extra`` overrides on top."""
     write_track_reward(tmp_path)
     config = load_config(
         data_dir=tmp_path,
@@ -352,6 +371,7 @@ def _test_episode_config(tmp_path: Path, relay: RelayThread, train_on_test: bool
             f"worker.train_on_test={str(train_on_test).lower()}",
             f"worker.confirm_episodes={confirm}",
             "relay.flush_steps=8",
+            *extra,
         ],
     )
     return config.model_copy(update={"relay": config.relay.model_copy(update={"port": relay.config.port})})
@@ -474,6 +494,46 @@ def test_a_test_episode_keeps_one_weight_version(tmp_path: Path, confirm: int) -
     assert all("score" not in e for e in tests[:-1])
     assert tests[-1]["score"] == pytest.approx(np.mean([e["return"] for e in tests]))
     assert tests[-1]["score_episodes"] == 1 + confirm
+
+
+@pytest.mark.timeout(240)
+def test_a_retest_drives_the_kept_version_again(tmp_path: Path) -> None:
+    """With ``worker.retest_every = 2`` the second test episode re-drives the version the first one scored, while
+    new weights keep coming, and reports the mean of both returns as that version's new score."""
+    actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
+    arrays, meta = actor_to_arrays(actor), actor_meta(actor)
+    with RelayThread(RelayConfig(port=0)) as relay:
+        config = _test_episode_config(
+            tmp_path, relay, train_on_test=False, extra=("worker.max_episodes=3", "worker.retest_every=2")
+        )
+        trainer = TrainerClient(config.relay)
+        stop = threading.Event()
+
+        def publish() -> None:
+            version = 1
+            while not stop.is_set():
+                trainer.publish_weights(version, arrays, meta)
+                version += 1
+                stop.wait(0.02)
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        try:
+            stats = RolloutWorker(config, "w10").run()
+            assert stats.episodes == 3 and stats.test_episodes == 2
+            batches = [m for m, _ in _collect(trainer, stats.samples, 5)]
+        finally:
+            stop.set()
+            publisher.join(10)
+            trainer.close()
+    episodes = [e for m in batches for e in m["episodes"]]
+    assert [e["test"] for e in episodes] == [False, True, False, True, False]
+    first, retest = episodes[1], episodes[3]
+    assert "retest" not in first and first["score"] == first["return"] and first["score_episodes"] == 1
+    assert retest["retest"] and retest["policy_version"] == first["policy_version"]
+    assert episodes[2]["policy_version"] > first["policy_version"]  # newer weights in between
+    assert retest["score"] == pytest.approx((first["return"] + retest["return"]) / 2)
+    assert retest["score_episodes"] == 2
 
 
 def test_tmrl_test_drives_the_runs_best_actor_then_its_latest(

@@ -95,6 +95,15 @@ class WorkerConfig(BaseModel):
         "the actor with the best score (weights/best-actor.safetensors). They count against test_every (the next "
         "test episode comes test_every training episodes later for each). 0 scores every test episode alone.",
     )
+    retest_every: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Every this many test episodes that open no confirming series, re-drive the best-scored "
+        "version instead of the latest: its return joins that version's episodes and its score becomes their mean, "
+        "up or down, so a lucky score falls back and a later version can replace the kept best actor. They count "
+        "as test episodes against test_every. 0 never re-tests.",
+    )
     random_start: float | None = Field(
         None,
         ge=0.0,

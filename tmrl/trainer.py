@@ -17,7 +17,10 @@ A worker scores a version by the mean return of a series of test episodes with i
 more after one that beats its best) and puts the ``score`` and ``score_episodes`` on the series' last episode.
 The trainer keeps the most recent published actors (up to ``KEEP_BYTES``: about 370 of the default LIDAR actor)
 and, when a score beats every earlier one, writes that version's actor to ``weights/best-actor.safetensors``
-with the score in its metadata (``best_test``). ``tmrl test`` drives that actor when the run has one.
+with the score in its metadata (``best_test``). ``tmrl test`` drives that actor when the run has one. With
+``worker.retest_every`` a worker re-drives its best-scored version now and then and reports the mean of all its
+test episodes as a new score of that version; a new score of the kept version replaces the old one even when
+lower, so a later version can beat it.
 
 With ``algorithm.actor_average`` the run delivers a Polyak average of the actor: every publication carries it
 beside the live actor, workers drive their test episodes with it (so scores, the best actor and the exported
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from tmrl.rl.checkpoint import has_checkpoint
 from tmrl.rl.config import RLConfig
-from tmrl.rl.export import save_actor, save_arrays, split_published
+from tmrl.rl.export import load_arrays, save_actor, save_arrays, split_published
 from tmrl.rl.learner import CHECKPOINT_DIR, Learner
 from tmrl.run import write_json_atomic
 from tmrl.spaces import ObservationSpec
@@ -117,11 +120,17 @@ class Trainer:
 
     def consider_best(self, version: int, score: float, episodes: int = 1) -> bool:
         """Save the actor of ``version`` as the best one if its ``score`` (mean return of ``episodes`` test
-        episodes) beats every earlier score."""
+        episodes) beats every earlier score. A new score of the version already kept (a worker's re-test,
+        ``worker.retest_every``) replaces its old one, up or down."""
         best = self.learner.extra.get("best_test")
-        if best is not None and score <= float(best["return"]):
+        rescore = best is not None and int(best["weight_version"]) == version
+        if best is not None and not rescore and score <= float(best["return"]):
             return False
         kept = self._published.get(version)
+        if kept is None and rescore and (self.run_dir / BEST_ACTOR_FILE).exists():
+            arrays, meta = load_arrays(self.run_dir / BEST_ACTOR_FILE)  # kept before a restart
+            meta.pop("best_test", None)
+            kept = (arrays, meta)
         if kept is None:  # published before a restart or too long ago: nothing to save
             return False
         arrays, meta = kept

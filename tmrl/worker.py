@@ -194,23 +194,50 @@ class Policy:
         return w
 
 
+@dataclass
+class ScoredWeights:
+    """The weights of the best-scored version and the returns of all its test episodes."""
+
+    weights: Any
+    returns: list[float]
+
+
 class VersionScorer:
     """Scores weight versions by their test episodes, for the trainer's keep-the-best.
 
     A test episode that beats the best score so far opens a series: the next ``confirm`` test episodes drive the
     same weights, and the series' mean return is the version's score. A series that ends below the best score is
     not a score. With ``confirm = 0`` a test episode that beats the best is a score alone.
+
+    With ``retest_every = k > 0`` the scorer keeps the weights of the best version (the holder) and every k-th
+    test episode that opens no series re-drives them: the return joins the holder's series and its score becomes
+    the mean of all its episodes, up or down. A score of 3 episodes picked as the highest of many is lucky more
+    often than not; re-testing lets it fall back to what the actor drives, so a later, better version can take
+    its place.
     """
 
-    def __init__(self, confirm: int) -> None:
+    def __init__(self, confirm: int, retest_every: int = 0) -> None:
         self.confirm = confirm
+        self.retest_every = retest_every
         self.best = float("-inf")
         self.series: list[float] = []
+        self.holder: ScoredWeights | None = None
+        self._candidate: Any = None  # the weights of the open series (kept if it wins)
+        self._slots = 0  # test episodes that opened no series so far
 
     @property
     def open(self) -> bool:
         """A series is under way: the next episode is a test episode with the same weights."""
         return bool(self.series)
+
+    def begin(self, weights: Any) -> Any:
+        """A test episode starts with no series open and ``weights`` (any object: they are handed back) loaded.
+        Returns the holder's weights when this one is a re-test (drive those instead), else None."""
+        self._slots += 1
+        if self.retest_every > 0 and self.holder is not None and self._slots % self.retest_every == 0:
+            return self.holder.weights
+        self._candidate = weights
+        return None
 
     def add(self, test_return: float) -> tuple[float, int] | None:
         """Record a test return; returns ``(score, episodes)`` when it completes a series that beats the best."""
@@ -220,11 +247,20 @@ class VersionScorer:
         if len(self.series) <= self.confirm:
             return None
         score, n = float(np.mean(self.series)), len(self.series)
-        self.series = []
+        series, self.series = self.series, []
         if score <= self.best:
             return None
         self.best = score
+        if self.retest_every > 0:
+            self.holder = ScoredWeights(self._candidate, series)
         return score, n
+
+    def add_retest(self, test_return: float) -> tuple[float, int]:
+        """Record the return of a re-test of the holder; returns its new ``(score, episodes)``."""
+        assert self.holder is not None, "a re-test needs a holder"
+        self.holder.returns.append(test_return)
+        self.best = float(np.mean(self.holder.returns))
+        return self.best, len(self.holder.returns)
 
     def cancel(self) -> None:
         """The weights of the series are gone (a stop): the series cannot finish."""
@@ -279,7 +315,8 @@ class RolloutWorker:
         if not worker_id.startswith("worker-"):
             self.status_path = self.status_path.with_name(f"worker-{_safe(worker_id)}.json")
         self._pending_episodes: list[dict[str, Any]] = []
-        self.scorer = VersionScorer(config.worker.confirm_episodes)
+        self.scorer = VersionScorer(config.worker.confirm_episodes, config.worker.retest_every)
+        self._weights: tuple[int, Any, Any] | None = None  # the latest weights loaded: (version, arrays, meta)
         self.random_start = config.random_start()
         self._start_rng = np.random.default_rng()
         self._last_flush = time.monotonic()
@@ -311,6 +348,7 @@ class RolloutWorker:
             if version != policy.version or policy.actor is None:
                 policy.load(version, arrays, meta)
                 self.stats.weight_version = policy.version
+                self._weights = latest
 
     def _flush(self, recorder: Any, policy: Policy, last: bool = False) -> None:
         # Stats of an unrecorded test episode ride on the next batch; the ``last`` flush sends them alone.
@@ -359,8 +397,13 @@ class RolloutWorker:
         if record:
             recorder.reset(obs)
         ret, length, terminated, truncated, info = 0.0, 0, False, False, {}
+        retest = False
         if test and not self.scorer.open:  # a test episode (and its series) scores one weight version
             self._swap_weights(policy)
+            holder = self.scorer.begin(self._weights)
+            if holder is not None:  # re-drive the best-scored version (``worker.retest_every``)
+                policy.load(*holder)
+                retest = True
         while not stop.is_set():
             if not test:
                 self._swap_weights(policy)
@@ -405,12 +448,16 @@ class RolloutWorker:
             "end_off_trajectory": float(info.get("off_trajectory", 0.0)),
             "end_heading": float(info.get("heading", 0.0)),
         }
-        if test and (scored := self.scorer.add(ret)) is not None:
+        if retest:
+            episode["retest"] = True
+            episode["score"], episode["score_episodes"] = self.scorer.add_retest(ret)
+        elif test and (scored := self.scorer.add(ret)) is not None:
             episode["score"], episode["score_episodes"] = scored
         self._pending_episodes.append(episode)
         if test:
             self.stats.test_episodes += 1
-            self.stats.last_test_return = ret
+            if not retest:  # the live view shows the latest version's test returns
+                self.stats.last_test_return = ret
         else:
             self.stats.episodes += 1
             self.stats.last_return = ret

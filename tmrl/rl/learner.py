@@ -121,15 +121,27 @@ class Learner:
         for ep in episodes or ():
             end = {k: float(ep[k]) for k in EPISODE_END if isinstance(ep.get(k), (int, float))}
             self.log_episode(
-                float(ep["return"]), int(ep["length"]), test=bool(ep.get("test", False)), end=end
+                float(ep["return"]),
+                int(ep["length"]),
+                test=bool(ep.get("test", False)),
+                retest=bool(ep.get("retest", False)),
+                end=end,
             )
         return n
 
     def log_episode(
-        self, ret: float, length: int, *, test: bool = False, end: Mapping[str, float] | None = None
+        self,
+        ret: float,
+        length: int,
+        *,
+        test: bool = False,
+        retest: bool = False,
+        end: Mapping[str, float] | None = None,
     ) -> None:
-        """Log an episode's return and length, and ``end``: where and how it ended (keys of ``EPISODE_END``)."""
-        kind = "test" if test else "train"
+        """Log an episode's return and length, and ``end``: where and how it ended (keys of ``EPISODE_END``).
+        A ``retest`` (a test episode of an older, best-scored version: ``worker.retest_every``) is logged apart
+        from the test episodes of the latest weights, whose curve it would blur."""
+        kind = "retest" if retest else "test" if test else "train"
         if not test:
             self.episodes += 1
             self._returns.append(ret)
