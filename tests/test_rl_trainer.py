@@ -173,7 +173,8 @@ def test_trainer_keeps_the_actor_of_the_best_test_score(tmp_path: Path) -> None:
             relay_episode(5, v2, 950.0, rows=False)  # a batch of 0 rows: no rows added, the episode counts
             assert trainer.learner.env_steps == steps
             assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["best_test"]["return"] == 950.0
-            relay_episode(7, v2, 100.0)  # a re-test of the kept version: its new score replaces the old, lower
+            # a re-test of the kept version: its new score replaces the old one, lower
+            relay_episode(7, v2, 100.0)
             assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["best_test"]["return"] == 100.0
             relay_episode(8, v1, 200.0)  # and a version that beats the new score takes its place
             assert load_arrays(run_dir / BEST_ACTOR_FILE)[1]["weight_version"] == v1

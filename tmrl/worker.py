@@ -316,7 +316,8 @@ class RolloutWorker:
             self.status_path = self.status_path.with_name(f"worker-{_safe(worker_id)}.json")
         self._pending_episodes: list[dict[str, Any]] = []
         self.scorer = VersionScorer(config.worker.confirm_episodes, config.worker.retest_every)
-        self._weights: tuple[int, Any, Any] | None = None  # the latest weights loaded: (version, arrays, meta)
+        # the latest weights loaded: (version, arrays, meta)
+        self._weights: tuple[int, Any, Any] | None = None
         self.random_start = config.random_start()
         self._start_rng = np.random.default_rng()
         self._last_flush = time.monotonic()
