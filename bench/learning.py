@@ -4,7 +4,8 @@
 
 - the curve: every test episode the worker drives during the run (deterministic policy, real time, default
   track; ``worker.test_every``) with its wall-clock minute and the samples collected so far, plus the mean of
-  the last 5 of them; ``minutes_to_800`` / ``minutes_to_900``: the first minutes that mean reached 800 / 900;
+  the last 5 of them; ``minutes_to_800`` / ``minutes_to_900``: the first minutes that mean reached 800 / 900
+  (test episodes that re-drove the kept best version, ``worker.retest_every``, are apart: ``retest_episodes``);
 - each exported actor (the trainer writes one at every checkpoint) also evaluated on the synchronous proxy of
   the game (``bench/tuning/proxy.py``: same physics, observations and reward, no real-time clock), default
   track;
@@ -253,6 +254,23 @@ def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
     return test, train
 
 
+def _read_retests(run_dir: Path, t0: float) -> list[dict]:
+    """Test episodes that re-drove the kept best version (``worker.retest_every``), with minutes since ``t0``."""
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [
+            {
+                "minutes": round((float(row["wall_time"]) - t0) / 60.0, 3),
+                "env_steps": int(row["env_steps"]),
+                "return": round(float(row["value"]), 1),
+            }
+            for row in csv.DictReader(f)
+            if row["tag"] == "episodes/retest_return"
+        ]
+
+
 def _proxy_return(actor, env_config, seeds: list[int]) -> list[float]:
     from bench.tuning.proxy import ProxyEnv
     from bench.tuning.tune import evaluate
@@ -422,6 +440,8 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
         "minutes_to_900": _rolling_first(test, 900.0),
         "best_mean5": max((p["mean5"] for p in test if p["mean5"] is not None), default=None),
     }
+    if retests := _read_retests(run_dir, t0):
+        result["retest_episodes"] = retests
     if state.get("note"):
         result["note"] = state["note"]
     if actor_file.exists():
