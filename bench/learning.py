@@ -221,22 +221,25 @@ def _rolling_first(points: list[dict], threshold: float) -> float | None:
 END_TAGS = tuple(f"episodes/test_{k}" for k in EPISODE_END)  # where each test episode ended
 
 
-def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
-    """(test episodes, train episodes) from the run's metrics.csv, with minutes since ``t0``."""
+def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict], list[dict]]:
+    """(test episodes, train episodes, re-test episodes) from the run's metrics.csv, with minutes since ``t0``.
+    Re-tests re-drove the kept best version (``worker.retest_every``); they are not on the curve."""
     test: list[dict] = []
     train: list[dict] = []
+    retest: list[dict] = []
     path = run_dir / "metrics.csv"
     if not path.exists():
-        return test, train
+        return test, train, retest
     # an episode's end stats, logged with the same wall time and env steps as its return
     ends: dict[tuple[str, str], dict] = {}
+    kinds = {"episodes/test_return": test, "episodes/train_return": train, "episodes/retest_return": retest}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             tag = row["tag"]
             if tag in END_TAGS:
                 key = tag.removeprefix("episodes/test_")
                 ends.setdefault((row["wall_time"], row["env_steps"]), {})[key] = round(float(row["value"]), 3)
-            if tag not in ("episodes/test_return", "episodes/train_return"):
+            if tag not in kinds:
                 continue
             point = {
                 "minutes": round((float(row["wall_time"]) - t0) / 60.0, 3),
@@ -245,30 +248,13 @@ def _read_metrics(run_dir: Path, t0: float) -> tuple[list[dict], list[dict]]:
             }
             if tag == "episodes/test_return":
                 point["_key"] = (row["wall_time"], row["env_steps"])
-            (test if tag == "episodes/test_return" else train).append(point)
+            kinds[tag].append(point)
     for p in test:  # where each test episode ended (runs logged before session 23 have no end stats)
         p.update(ends.get(p.pop("_key"), {}))
     for i, p in enumerate(test):
         window = [q["return"] for q in test[max(0, i - WINDOW + 1) : i + 1]]
         p["mean5"] = round(float(np.mean(window)), 1) if len(window) == WINDOW else None
-    return test, train
-
-
-def _read_retests(run_dir: Path, t0: float) -> list[dict]:
-    """Test episodes that re-drove the kept best version (``worker.retest_every``), with minutes since ``t0``."""
-    path = run_dir / "metrics.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [
-            {
-                "minutes": round((float(row["wall_time"]) - t0) / 60.0, 3),
-                "env_steps": int(row["env_steps"]),
-                "return": round(float(row["value"]), 1),
-            }
-            for row in csv.DictReader(f)
-            if row["tag"] == "episodes/retest_return"
-        ]
+    return test, train, retest
 
 
 def _proxy_return(actor, env_config, seeds: list[int]) -> list[float]:
@@ -390,7 +376,7 @@ def run_variant(
                 "proxy_return": ret,
             }
             checkpoints.append(point)
-            test, _ = _read_metrics(run_dir, t0)
+            test, _, _ = _read_metrics(run_dir, t0)
             last = test[-1] if test else None
             print(f"  {json.dumps(point)}; last real-time test episode: {last}", flush=True)
     except KeyboardInterrupt:
@@ -425,7 +411,7 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
     state = json.loads((data_dir / f"{run_name}.json").read_text())
     t0, minutes_run, checkpoints = state["t0"], state["minutes_run"], state["checkpoints"]
     config = load_config(data_dir=data_dir, config_file=run_dir / "config.toml")
-    test, train = _read_metrics(run_dir, t0)
+    test, train, retests = _read_metrics(run_dir, t0)
     status = _json(run_dir / "status" / "trainer.json")
     result: dict = {
         "label": LABELS[variant] + (f", trainer seed {seed}" if seed else ""),
@@ -440,7 +426,7 @@ def finish_variant(variant: str, data_dir: Path, unseen: int, final_episodes: in
         "minutes_to_900": _rolling_first(test, 900.0),
         "best_mean5": max((p["mean5"] for p in test if p["mean5"] is not None), default=None),
     }
-    if retests := _read_retests(run_dir, t0):
+    if retests:
         result["retest_episodes"] = retests
     if state.get("note"):
         result["note"] = state["note"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -448,6 +449,28 @@ def test_an_unrecorded_test_episode_just_before_the_stop_is_reported(tmp_path: P
     assert _rows(batches) == stats.samples == 21  # the training episode's rows only
 
 
+def _publish_every_20ms(trainer: TrainerClient, arrays: dict, meta: dict) -> Callable[[], None]:
+    """Publish the same weights as versions 1, 2, ... every 20 ms from a thread; returns the function that stops
+    it."""
+    stop = threading.Event()
+
+    def publish() -> None:
+        version = 1
+        while not stop.is_set():
+            trainer.publish_weights(version, arrays, meta)
+            version += 1
+            stop.wait(0.02)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+
+    def halt() -> None:
+        stop.set()
+        publisher.join(10)
+
+    return halt
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("confirm", [0, 2])
 def test_a_test_episode_keeps_one_weight_version(tmp_path: Path, confirm: int) -> None:
@@ -458,24 +481,13 @@ def test_a_test_episode_keeps_one_weight_version(tmp_path: Path, confirm: int) -
     with RelayThread(RelayConfig(port=0)) as relay:
         config = _test_episode_config(tmp_path, relay, train_on_test=True, confirm=confirm)
         trainer = TrainerClient(config.relay)
-        stop = threading.Event()
-
-        def publish() -> None:
-            version = 1
-            while not stop.is_set():
-                trainer.publish_weights(version, arrays, meta)
-                version += 1
-                stop.wait(0.02)
-
-        publisher = threading.Thread(target=publish)
-        publisher.start()
+        stop = _publish_every_20ms(trainer, arrays, meta)
         try:
             stats = RolloutWorker(config, "w9").run()
             assert stats.episodes == 2 and stats.test_episodes == 1 + confirm
             batches = [m for m, _ in _collect(trainer, stats.samples, 3 + confirm)]
         finally:
-            stop.set()
-            publisher.join(10)
+            stop()
             trainer.close()
     episodes = [e for m in batches for e in m["episodes"]]
     assert [e["test"] for e in episodes] == [False] + [True] * (1 + confirm) + [False]
@@ -507,24 +519,13 @@ def test_a_retest_drives_the_kept_version_again(tmp_path: Path) -> None:
             tmp_path, relay, train_on_test=False, extra=("worker.max_episodes=3", "worker.retest_every=2")
         )
         trainer = TrainerClient(config.relay)
-        stop = threading.Event()
-
-        def publish() -> None:
-            version = 1
-            while not stop.is_set():
-                trainer.publish_weights(version, arrays, meta)
-                version += 1
-                stop.wait(0.02)
-
-        publisher = threading.Thread(target=publish)
-        publisher.start()
+        stop = _publish_every_20ms(trainer, arrays, meta)
         try:
             stats = RolloutWorker(config, "w10").run()
             assert stats.episodes == 3 and stats.test_episodes == 2
             batches = [m for m, _ in _collect(trainer, stats.samples, 5)]
         finally:
-            stop.set()
-            publisher.join(10)
+            stop()
             trainer.close()
     episodes = [e for m in batches for e in m["episodes"]]
     assert [e["test"] for e in episodes] == [False, True, False, True, False]
