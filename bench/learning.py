@@ -148,6 +148,10 @@ VARIANTS = {
     # both: the live actor explores from rolling starts, its average is tested, kept and delivered; the run also
     # evaluates its final live actor beside the average (the JSON's "live"), a paired comparison in one run
     "rolling-average": {"worker.random_start_speed_kmh": "300", "algorithm.actor_average": "0.9999"},
+    # the trap, aimed at: half the rolling random starts are placed 2-10 % of a lap before where one of the last
+    # 20 episodes from the line failed, so a corner that ends most laps is practised from its straight at speed
+    # in a quarter of the training episodes, not in one random start in a dozen
+    "failure-start": {"worker.random_start_speed_kmh": "300", "worker.failure_starts": "0.5"},
     # the best actor a run keeps: the defaults' best actors drove 625 / 606 after the run where their final actors
     # drove 670 / 634; seed 2's was scored 898.3 over 3 test episodes at minute 20, never replaced, and drove
     # 434 / 544 (a highest score of 3 episodes among dozens is lucky more often than not). Every third test
@@ -188,6 +192,8 @@ LABELS = {
     "rolling-start": "tmrl defaults, the random starts rolling at 0-300 km/h (worker.random_start_speed_kmh)",
     "rolling-average": "tmrl defaults, rolling random starts (0-300 km/h) and a Polyak-averaged actor delivered "
     "(algorithm.actor_average 0.9999)",
+    "failure-start": "tmrl defaults, rolling random starts (0-300 km/h), half of them placed shortly before "
+    "recent failures from the line (worker.failure_starts 0.5)",
     "retest-best": "tmrl defaults, every third test episode re-driving the kept best version (worker.retest_every "
     "3)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",

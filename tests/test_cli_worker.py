@@ -18,6 +18,7 @@ from test_e2e_run import write_track_reward
 from tmrl.assets import carracing_actor_path
 from tmrl.config import WorkerConfig, load_config
 from tmrl.envs.observations import observation_spec
+from tmrl.errors import ConfigError
 from tmrl.net.client import TrainerClient
 from tmrl.net.config import RelayConfig
 from tmrl.net.testing import RelayThread
@@ -36,6 +37,8 @@ from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE
 from tmrl.worker import (
     Policy,
     RolloutWorker,
+    Start,
+    StartPlanner,
     TestSchedule,
     TimeoutCounter,
     VersionScorer,
@@ -396,6 +399,60 @@ def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_tes
     assert _rows(batches) == stats.samples == (63 if train_on_test else 42)  # 21 rows per recorded episode
 
 
+@given(
+    failures=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30),
+    top_speed=st.sampled_from([0.0, 300.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_failure_starts_are_placed_shortly_before_recent_failures_from_the_line(
+    failures: list[float], top_speed: float, seed: int
+) -> None:
+    planner = StartPlanner(1.0, top_speed, failure_share=1.0, seed=seed)
+    assert planner.plan(test=False).progress is None  # nothing failed yet: anywhere on the track
+    # a random start's failure, a finished lap and a time limit are not failures from the line
+    planner.ended(Start(True, 100.0), terminated=True, finished=False, progress=0.5)
+    planner.ended(Start(), terminated=True, finished=True, progress=1.0)
+    planner.ended(Start(), terminated=False, finished=False, progress=0.4)
+    assert not planner.failures
+    for f in failures:
+        planner.ended(Start(), terminated=True, finished=False, progress=f)
+    recent = failures[-StartPlanner.MEMORY :]
+    assert list(planner.failures) == recent
+    lo, hi = StartPlanner.BACKOFF
+    for _ in range(20):
+        start = planner.plan(test=False)
+        assert start.random and start.before_failure and (0.0 <= start.speed_kmh <= top_speed)
+        assert start.options() == {
+            "random_start": True,
+            "start_speed_kmh": start.speed_kmh,
+            "start_progress": start.progress,
+        }
+        assert any(max(0.0, f - hi) <= start.progress <= max(0.0, f - lo) for f in recent)
+        assert planner.plan(test=True) == Start() and Start().options() is None
+
+
+def test_failure_starts_take_their_share_of_the_random_starts_only() -> None:
+    planner = StartPlanner(0.5, 0.0, failure_share=0.5, seed=1)
+    planner.ended(Start(), terminated=True, finished=False, progress=0.3)
+    starts = [planner.plan(test=False) for _ in range(4000)]
+    random = [s for s in starts if s.random]
+    placed = [s for s in random if s.before_failure]
+    assert 0.45 < len(random) / 4000 < 0.55 and 0.45 < len(placed) / len(random) < 0.55
+    assert all(s.speed_kmh == 0.0 for s in random)
+    off = StartPlanner(1.0, 0.0, failure_share=0.0, seed=1)
+    off.ended(Start(), terminated=True, finished=False, progress=0.3)
+    assert not any(off.plan(test=False).before_failure for _ in range(200))
+
+
+def test_failure_starts_need_random_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="worker.failure_starts places some of the random starts"):
+        load_config(
+            data_dir=tmp_path, environ={}, overrides=["worker.random_start=0", "worker.failure_starts=0.5"]
+        )
+    config = load_config(data_dir=tmp_path, environ={}, overrides=["worker.failure_starts=0.5"])
+    assert config.worker.failure_starts == 0.5
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("top_speed", [0.0, 200.0])
 def test_only_training_episodes_start_at_random_places(tmp_path: Path, top_speed: float) -> None:
@@ -413,6 +470,7 @@ def test_only_training_episodes_start_at_random_places(tmp_path: Path, top_speed
             trainer.close()
     episodes = _episodes(batches)
     assert [(e["test"], e["random_start"]) for e in episodes] == [(False, True), (True, False), (False, True)]
+    assert not any(e["failure_start"] for e in episodes)
     speeds = [e["start_speed_kmh"] for e in episodes]
     assert speeds[1] == 0.0 and all((0.0 < s <= top_speed) if top_speed else s == 0.0 for s in speeds[::2])
 

@@ -151,6 +151,22 @@ def test_rolling_start_puts_the_car_on_the_track_at_speed(game, reward_file: Pat
         env.close()
 
 
+def test_a_random_start_can_be_placed_at_a_lap_fraction(game, reward_file: Path) -> None:
+    """``start_progress`` stands the car on the tile at that fraction of the lap (capped to the random starts'
+    span), and the reward's progress starts from there."""
+    env = RealTimeEnv(env_config(reward_file), game, track_seed=SEED, owns_game=False)
+    track = track_centerline(SEED)
+    tracker = env.interface.reward.tracker
+    try:
+        for at, tile in ((0.5, len(track) // 2), (0.0, 0), (0.99, int(len(track) * 0.9) - 1)):
+            env.reset(options={"random_start": True, "start_progress": at})
+            _, tel = game.telemetry.latest()
+            assert math.hypot(tel.x - track[tile, 0], tel.z - track[tile, 1]) < 2.0
+            assert abs(tracker.index / tracker.last_index - tile / len(track)) < 0.02
+    finally:
+        env.close()
+
+
 def test_random_start_needs_the_built_in_game(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="worker.random_start needs the built-in game"):
         load_config(data_dir=tmp_path, environ={}, overrides=["env.game=tm2020", "worker.random_start=0.5"])

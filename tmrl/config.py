@@ -122,6 +122,15 @@ class WorkerConfig(BaseModel):
         "that learned to floor a straight meets its corner at 300 km/h and more, which no standing start "
         "teaches). 0 = standing starts. Built-in game only.",
     )
+    failure_starts: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the random starts placed shortly before (2-10 % of a lap) where one of the last 20 "
+        "episodes from the start line ended short of the finish, instead of anywhere on the track, so a corner the "
+        "policy keeps leaving the road at is practised as often as it fails there. Rolling at the speed "
+        "worker.random_start_speed_kmh draws. Needs random starts (worker.random_start above 0). 0 = off.",
+    )
     finish_bootstraps: bool = Field(
         False,
         description="In the samples streamed to the trainer, record reaching the finish line as a truncation "
@@ -183,6 +192,11 @@ class TmrlConfig(BaseModel):
         if self.env.game != "carracing" and self.worker.random_start_speed_kmh:
             raise ValueError(
                 f"worker.random_start_speed_kmh needs the built-in game ({self.env.game} respawns standing)"
+            )
+        if self.worker.failure_starts and not self.random_start():
+            raise ValueError(
+                "worker.failure_starts places some of the random starts; set worker.random_start above 0 "
+                "(built-in game only)"
             )
         return self
 

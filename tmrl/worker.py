@@ -13,10 +13,11 @@ with the same weights (``VersionScorer``); the last of them carries the version'
 which the trainer keeps the best actor. The confirming episodes count against ``worker.test_every``
 (``TestSchedule``). On the built-in game, a share ``worker.random_start`` of the training episodes start
 standing at a random place on the track, so the policy practises every part of it from the start (rolling, at
-up to ``worker.random_start_speed_kmh``, when that is set).
+up to ``worker.random_start_speed_kmh``, when that is set); a share ``worker.failure_starts`` of those start
+shortly before where a recent lap from the line failed (``StartPlanner``).
 
 Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, random_start,
-start_speed_kmh, timeouts) and in
+start_speed_kmh, failure_start, timeouts) and in
 ``<run dir>/status/worker-<id>.json`` (read by the live view of ``tmrl run``). Time-step timeouts are rtgym's
 "Time-step timed out" warnings, counted (never printed per step).
 """
@@ -267,6 +268,65 @@ class VersionScorer:
         self.series = []
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where an episode starts: the start line, or a random place (``random``), standing or rolling at
+    ``speed_kmh``; ``progress`` (a lap fraction) puts a random start at that place rather than one drawn."""
+
+    random: bool = False
+    speed_kmh: float = 0.0
+    progress: float | None = None
+
+    @property
+    def before_failure(self) -> bool:
+        return self.progress is not None
+
+    def options(self) -> dict[str, Any] | None:
+        """The ``env.reset`` options."""
+        if not self.random:
+            return None
+        options: dict[str, Any] = {"random_start": True, "start_speed_kmh": self.speed_kmh}
+        if self.progress is not None:
+            options["start_progress"] = self.progress
+        return options
+
+
+class StartPlanner:
+    """Plans each episode's start. Test episodes start at the line. A share ``random_share`` of the training
+    episodes start at a random place, rolling at a speed drawn uniformly up to ``top_speed_kmh`` (0: standing).
+    A share ``failure_share`` of those random starts are placed shortly before where one of the last
+    ``MEMORY`` episodes from the line ended short of the finish (drawn uniformly, then ``BACKOFF`` of a lap
+    back), so a corner the policy keeps failing on is practised as often as the policy fails on it, not once
+    in the track's length."""
+
+    MEMORY = 20
+    BACKOFF = (0.02, 0.10)  # lap fractions before the failure (the straight before the corner)
+
+    def __init__(
+        self, random_share: float, top_speed_kmh: float, failure_share: float, seed: int | None = None
+    ) -> None:
+        self.random_share = random_share
+        self.top_speed_kmh = top_speed_kmh
+        self.failure_share = failure_share
+        self.failures: deque[float] = deque(maxlen=self.MEMORY)
+        self.rng = np.random.default_rng(seed)
+
+    def plan(self, test: bool) -> Start:
+        if test or self.random_share <= 0 or self.rng.random() >= self.random_share:
+            return Start()
+        speed = float(self.rng.uniform(0.0, self.top_speed_kmh)) if self.top_speed_kmh else 0.0
+        progress = None
+        if self.failures and self.failure_share > 0 and self.rng.random() < self.failure_share:
+            failure = self.failures[int(self.rng.integers(len(self.failures)))]
+            progress = max(0.0, failure - float(self.rng.uniform(*self.BACKOFF)))
+        return Start(True, speed, progress)
+
+    def ended(self, start: Start, terminated: bool, finished: bool, progress: float) -> None:
+        """An episode ended at lap fraction ``progress``: remember it when it started at the line and failed."""
+        if not start.random and terminated and not finished:
+            self.failures.append(progress)
+
+
 def recorded_end(
     terminated: bool, truncated: bool, info: Mapping[str, Any], worker: WorkerConfig
 ) -> tuple[bool, bool]:
@@ -318,8 +378,9 @@ class RolloutWorker:
         self.scorer = VersionScorer(config.worker.confirm_episodes, config.worker.retest_every)
         # the latest weights loaded: (version, arrays, meta)
         self._weights: tuple[int, Any, Any] | None = None
-        self.random_start = config.random_start()
-        self._start_rng = np.random.default_rng()
+        self.starts = StartPlanner(
+            config.random_start(), config.worker.random_start_speed_kmh, config.worker.failure_starts
+        )
         self._last_flush = time.monotonic()
         self._last_status = 0.0
 
@@ -389,11 +450,8 @@ class RolloutWorker:
         flush_s = self.config.relay.flush_seconds
         timeouts_before = self._timeouts.count
         record = not test or self.config.worker.train_on_test
-        random_start = not test and self.random_start > 0 and self._start_rng.random() < self.random_start
-        top = self.config.worker.random_start_speed_kmh
-        start_speed = float(self._start_rng.uniform(0.0, top)) if random_start and top else 0.0
-        options = {"random_start": True, "start_speed_kmh": start_speed} if random_start else None
-        obs, _ = env.reset(options=options)
+        start = self.starts.plan(test)
+        obs, _ = env.reset(options=start.options())
         policy.reset_noise()
         if record:
             recorder.reset(obs)
@@ -439,8 +497,9 @@ class RolloutWorker:
             "length": length,
             "terminated": terminated,
             "test": test,
-            "random_start": random_start,
-            "start_speed_kmh": start_speed,
+            "random_start": start.random,
+            "start_speed_kmh": start.speed_kmh,
+            "failure_start": start.before_failure,
             "timeouts": self._timeouts.count - timeouts_before,
             "policy_version": policy.version,
             "progress": float(info.get("progress", 0.0)),
@@ -449,6 +508,7 @@ class RolloutWorker:
             "end_off_trajectory": float(info.get("off_trajectory", 0.0)),
             "end_heading": float(info.get("heading", 0.0)),
         }
+        self.starts.ended(start, terminated, bool(info.get("finished", False)), episode["progress"])
         if retest:
             episode["retest"] = True
             episode["score"], episode["score_episodes"] = self.scorer.add_retest(ret)

@@ -86,7 +86,10 @@ class GameInterface(RealTimeGymInterface):
             if seed is not None:
                 self.rng = np.random.default_rng(seed)
             options = options or {}
-            tile, start_index, start_pos = self._start(bool(options.get("random_start", False)))
+            at = options.get("start_progress")
+            tile, start_index, start_pos = self._start(
+                bool(options.get("random_start", False)), None if at is None else float(at)
+            )
             speed_kmh = float(options.get("start_speed_kmh", 0.0))
             self.game.controller.neutral()
             tel = self._respawn(tile, start_pos, speed_kmh)
@@ -151,9 +154,10 @@ class GameInterface(RealTimeGymInterface):
             raise exc
         raise GameError(f"the {self.game.name} environment failed: {type(exc).__name__}: {exc}") from exc
 
-    def _start(self, random_start: bool) -> tuple[int, int, np.ndarray]:
+    def _start(self, random_start: bool, at: float | None = None) -> tuple[int, int, np.ndarray]:
         """(track tile, trajectory index, car position) of the episode's start: the start line, or a random
-        place on the track when ``random_start`` (games that can put the car anywhere override this)."""
+        place on the track when ``random_start`` (at lap fraction ``at`` when given; games that can put the car
+        anywhere override this)."""
         if random_start:
             raise ConfigError(
                 f"random starts need a game that can put the car anywhere on the track; set "
@@ -196,19 +200,24 @@ class GameInterface(RealTimeGymInterface):
 class CarRacingInterface(GameInterface):
     """The built-in game: respawn is instant and puts the car exactly on the trajectory's first point, or
     anywhere on the track: a random start stands the car on a tile drawn uniformly from the first
-    ``RANDOM_START_SPAN`` of the lap (the rest is too close to the finish to teach much), facing the driving
+    ``RANDOM_START_SPAN`` of the lap (the rest is too close to the finish to teach much), or on the tile at
+    ``reset`` option ``start_progress`` (a lap fraction, capped to that span), facing the driving
     direction, and the reward's progress starts from the trajectory point nearest that tile. ``reset`` option
     ``start_speed_kmh`` starts the car rolling along its heading at that speed."""
 
     respawn_radius = 2.0
     RANDOM_START_SPAN = 0.9
 
-    def _start(self, random_start: bool) -> tuple[int, int, np.ndarray]:
+    def _start(self, random_start: bool, at: float | None = None) -> tuple[int, int, np.ndarray]:
         if not random_start:
             return super()._start(False)
         game = cast("CarRacingGame", self.game)
         track = game.track
-        tile = int(self.rng.integers(0, int(len(track) * self.RANDOM_START_SPAN)))
+        span = int(len(track) * self.RANDOM_START_SPAN)
+        if at is None:
+            tile = int(self.rng.integers(0, span))
+        else:  # tiles are of one length: a lap fraction is a tile index in proportion
+            tile = min(max(0, int(at * len(track))), span - 1)
         tracker = self.reward.tracker
         pos = np.array((track[tile, 0], 0.0, track[tile, 1]))
         # Never the end of the trajectory, which loops back next to the start line.
