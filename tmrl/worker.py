@@ -508,7 +508,7 @@ class RolloutWorker:
             "end_off_trajectory": float(info.get("off_trajectory", 0.0)),
             "end_heading": float(info.get("heading", 0.0)),
         }
-        self.starts.ended(start, terminated, bool(info.get("finished", False)), episode["progress"])
+        self.starts.ended(start, terminated, episode["finished"], episode["progress"])
         if retest:
             episode["retest"] = True
             episode["score"], episode["score_episodes"] = self.scorer.add_retest(ret)
