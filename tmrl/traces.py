@@ -1,6 +1,6 @@
 """Step-by-step traces of driven episodes: what the policy asked for and what the car did, one CSV row per step.
 
-A trace answers the question a return cannot: *how* an episode ended. Each row holds the step, its game time,
+A trace answers the question a return cannot: *how* an episode ended. Each row holds the step, its time (step x time step),
 the lap progress, the car's speed, its distance from the reward trajectory, its heading relative to the
 trajectory (1 = along it, -1 = the wrong way), the step's reward and the action (gas, brake, steer in [-1, 1]
 as the policy gave them) with the pedals it pressed (0 to 1, through ``env.pedals``).
