@@ -1,9 +1,9 @@
 """Step-by-step traces of driven episodes: what the policy asked for and what the car did, one CSV row per step.
 
-A trace answers the question a return cannot: *how* an episode ended. Each row holds the step, its time (step x time step),
-the lap progress, the car's speed, its distance from the reward trajectory, its heading relative to the
-trajectory (1 = along it, -1 = the wrong way), the step's reward and the action (gas, brake, steer in [-1, 1]
-as the policy gave them) with the pedals it pressed (0 to 1, through ``env.pedals``).
+A trace answers the question a return cannot: *how* an episode ended. Each row holds the step, its time (step
+times the time step), the lap progress, the car's speed, its distance from the reward trajectory, its heading
+relative to the trajectory (1 = along it, -1 = the wrong way), the step's reward and the action (gas, brake,
+steer in [-1, 1] as the policy gave them) with the pedals it pressed (0 to 1, through ``env.pedals``).
 
 Test episodes of a training run are traced by the worker (``worker.trace_tests``, into ``<run dir>/traces/``),
 ``tmrl test --trace DIR`` traces the episodes it drives, and ``tmrl trace FILE`` prints how an episode ended.
@@ -147,8 +147,8 @@ def ending(trace: Mapping[str, np.ndarray], seconds: float = 2.0, every_s: float
 
         lines.append(
             f"{t[b - 1]:7.2f} {100 * trace['progress'][b - 1]:7.1f}% {mean('speed_kmh'):6.0f} "
-            f"{mean('off_trajectory'):6.1f} {mean('heading'):7.2f} {mean('gas_pressed'):6.2f} {mean('brake_pressed'):6.2f} "
-            f"{mean('steer'):6.2f}"
+            f"{mean('off_trajectory'):6.1f} {mean('heading'):7.2f} {mean('gas_pressed'):6.2f} "
+            f"{mean('brake_pressed'):6.2f} {mean('steer'):6.2f}"
         )
     lines.append(
         f"{n} steps, {t[-1]:.2f} s, return {float(np.sum(trace['reward'])):.1f}, ended at "
