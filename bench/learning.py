@@ -157,6 +157,13 @@ VARIANTS = {
     # 434 / 544 (a highest score of 3 episodes among dozens is lucky more often than not). Every third test
     # episode re-drives the kept version; its score becomes the mean of all its episodes, so a lucky one falls
     "retest-best": {"worker.retest_every": "3"},
+    # the trap, seen from inside (session 29): the actor of a run at the corner 23 % into the lap holds its brake
+    # action near -0.6, where max(0, action) presses nothing, floors the straight to 320 km/h and turns at full
+    # lock without braking. Below 0 the critics' Q is flat along the brake and the actor's gradient there is
+    # zero: only exploration noise reaching above 0 can teach braking. Linear pedals (session 23, before layer
+    # normalisation) cleared the first corner fastest of any run and lost the lap later, which the critics'
+    # normalisation addresses: the two together
+    "linear-ln": {"env.pedals": '"linear"'},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -196,6 +203,8 @@ LABELS = {
     "recent failures from the line (worker.failure_starts 0.5)",
     "retest-best": "tmrl defaults, every third test episode re-driving the kept best version (worker.retest_every "
     "3)",
+    "linear-ln": "tmrl defaults (layer normalisation in the critics), gas and brake pressed by (action + 1) / 2 "
+    "instead of max(0, action)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",

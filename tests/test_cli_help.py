@@ -18,6 +18,7 @@ COMMANDS = [
     "worker",
     "trainer",
     "test",
+    "trace",
     "record-reward",
     "check-env",
     "status",

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from test_e2e_run import write_track_reward
 
 from tmrl.assets import carracing_actor_path
+from tmrl.cli.main import main
 from tmrl.config import WorkerConfig, load_config
 from tmrl.envs.observations import observation_spec
 from tmrl.errors import ConfigError
@@ -33,6 +34,7 @@ from tmrl.rl.export import (
 )
 from tmrl.rl.models import Actor
 from tmrl.rl.transitions import TransitionRecorder
+from tmrl.traces import read_trace
 from tmrl.trainer import ACTOR_FILE, BEST_ACTOR_FILE
 from tmrl.worker import (
     Policy,
@@ -383,7 +385,9 @@ def _test_episode_config(
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("train_on_test", [True, False])
-def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_test: bool) -> None:
+def test_test_episodes_are_streamed_only_when_asked(
+    tmp_path: Path, train_on_test: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
     with RelayThread(RelayConfig(port=0)) as relay:
         config = _test_episode_config(tmp_path, relay, train_on_test)
@@ -397,6 +401,14 @@ def test_test_episodes_are_streamed_only_when_asked(tmp_path: Path, train_on_tes
             trainer.close()
     assert [e["test"] for e in _episodes(batches)] == [False, True, False]  # every episode is reported
     assert _rows(batches) == stats.samples == (63 if train_on_test else 42)  # 21 rows per recorded episode
+    # the test episode is traced step by step, and `tmrl trace` finds it as the run's newest
+    (path,) = (config.run_dir / "traces" / "w8").iterdir()
+    assert path.name == "test-000001.csv"
+    trace = read_trace(path)
+    assert len(trace["step"]) == 20 and np.all(np.abs(trace["steer"]) <= 1.0)
+    assert main(["trace", "--data-dir", str(tmp_path), "--seconds", "0.2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{path}:" and "20 steps" in out[-1]
 
 
 @given(

@@ -156,6 +156,13 @@ class WorkerConfig(BaseModel):
         "at a step is the policy's; only successive steps are correlated (factor exp(-time_step / this)), "
         "which at short time steps keeps the exploration from averaging out within a fraction of a second.",
     )
+    trace_tests: int = Field(
+        200,
+        ge=0,
+        description="Write a step-by-step trace (CSV: progress, speed, distance from the trajectory, heading, "
+        "reward, actions, pedals pressed) of each test episode into <run dir>/traces/<worker id>/, keeping the "
+        "newest this many; `tmrl trace FILE` shows how an episode ended. 0 = no traces.",
+    )
     random_until_weights: bool = Field(
         True, description="Act uniformly at random until the first weights arrive (warm-up exploration)."
     )

@@ -25,6 +25,14 @@ PedalMapping = Literal["clip", "linear"]
 PEDAL_MAPPINGS: tuple[str, ...] = get_args(PedalMapping)
 
 
+def pedal_values(gas: float, brake: float, mapping: str) -> tuple[float, float]:
+    """The gas and brake an action asks of the game's controller (pressed when > 0), per ``EnvConfig.pedals``:
+    'clip' passes them on (the game presses max(0, value)); 'linear' maps [-1, 1] onto [0, 1]."""
+    if mapping == "linear":
+        return 0.5 * (gas + 1.0), 0.5 * (brake + 1.0)
+    return gas, brake
+
+
 @dataclass(frozen=True)
 class Component:
     """One named part of an observation."""

@@ -14,7 +14,8 @@ which the trainer keeps the best actor. The confirming episodes count against ``
 (``TestSchedule``). On the built-in game, a share ``worker.random_start`` of the training episodes start
 standing at a random place on the track, so the policy practises every part of it from the start (rolling, at
 up to ``worker.random_start_speed_kmh``, when that is set); a share ``worker.failure_starts`` of those start
-shortly before where a recent lap from the line failed (``StartPlanner``).
+shortly before where a recent lap from the line failed (``StartPlanner``). Each test episode is traced step
+by step into ``<run dir>/traces/<worker id>/`` (``worker.trace_tests``, ``tmrl.traces``).
 
 Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, random_start,
 start_speed_kmh, failure_start, timeouts) and in
@@ -28,6 +29,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -41,6 +43,7 @@ import numpy as np
 
 from tmrl.config import TmrlConfig, WorkerConfig
 from tmrl.errors import CheckpointError
+from tmrl.traces import EpisodeTrace, TraceDirectory
 
 STATUS_EVERY_S = 1.0
 FLUSH_ON_STOP_S = 5.0
@@ -383,6 +386,10 @@ class RolloutWorker:
         )
         self._last_flush = time.monotonic()
         self._last_status = 0.0
+        self.traces: TraceDirectory | None = None
+        if config.worker.trace_tests:
+            folder = config.run_dir / "traces" / _safe(worker_id)
+            self.traces = TraceDirectory(folder, config.worker.trace_tests)
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
@@ -442,6 +449,12 @@ class RolloutWorker:
             self.status_path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.status_path, self.stats.to_dict())
 
+    def _trace(self) -> EpisodeTrace:
+        from tmrl.envs.config import resolved_rtgym
+
+        env = self.config.env
+        return EpisodeTrace(resolved_rtgym(env).time_step_s, env.pedals)
+
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def run_episode(self, env: Any, recorder: Any, policy: Policy, stop: threading.Event, test: bool) -> None:
@@ -451,6 +464,7 @@ class RolloutWorker:
         timeouts_before = self._timeouts.count
         record = not test or self.config.worker.train_on_test
         start = self.starts.plan(test)
+        trace = self._trace() if test and self.traces is not None else None
         obs, _ = env.reset(options=start.options())
         policy.reset_noise()
         if record:
@@ -471,6 +485,8 @@ class RolloutWorker:
             ret += reward
             length += 1
             self.stats.steps += 1
+            if trace is not None:
+                trace.add(action, reward, info)
             if record:
                 recorder.step(
                     action,
@@ -509,6 +525,15 @@ class RolloutWorker:
             "end_heading": float(info.get("heading", 0.0)),
         }
         self.starts.ended(start, terminated, episode["finished"], episode["progress"])
+        if trace is not None and self.traces is not None:
+            try:
+                self.traces.save(trace)
+            except OSError as exc:  # a full disk costs the trace, not the run
+                print(
+                    f"worker {self.worker_id}: test episode trace not written: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if retest:
             episode["retest"] = True
             episode["score"], episode["score_episodes"] = self.scorer.add_retest(ret)
@@ -628,8 +653,9 @@ def default_weights_path(config: TmrlConfig) -> Path:
     )
 
 
-def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int:
-    """``tmrl test``: drive ``episodes`` episodes with the deterministic policy; print returns and lap times."""
+def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int, trace: Path | None = None) -> int:
+    """``tmrl test``: drive ``episodes`` episodes with the deterministic policy; print returns and lap times
+    (with ``trace``, a step-by-step trace of each episode into that folder)."""
     from tmrl.envs import make_env
     from tmrl.envs.config import resolved_rtgym
     from tmrl.rl.export import load_actor
@@ -641,6 +667,7 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
     stop = _stop_on_signals()
     env = make_env(config.env, config.game_config())
     dt = resolved_rtgym(config.env).time_step_s
+    traces = TraceDirectory(trace, keep=None, prefix="episode") if trace is not None else None
     results = []
     try:
         if actor.spec.pedals != env.observation_spec.pedals:
@@ -661,10 +688,14 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
                 obs, _ = env.reset()
                 ret, steps, terminated, truncated = 0.0, 0, False, False
                 info: dict[str, Any] = {}
+                steps_trace = EpisodeTrace(dt, config.env.pedals) if traces is not None else None
                 while not (terminated or truncated or stop.is_set()):
-                    obs, reward, terminated, truncated, info = env.step(actor.act(obs, deterministic=True))
+                    action = actor.act(obs, deterministic=True)
+                    obs, reward, terminated, truncated, info = env.step(action)
                     ret += reward
                     steps += 1
+                    if steps_trace is not None:
+                        steps_trace.add(action, reward, info)
                 finished = bool(info.get("finished", False))
                 lap = f"lap {steps * dt:.2f} s" if finished else ("time limit" if truncated else "no finish")
                 if not finished and "speed_kmh" in info:
@@ -676,6 +707,8 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int) -> int
                 print(
                     f"episode {i + 1}: return {ret:.1f}, {steps} steps, {progress:.0f} % of the track, {lap}"
                 )
+                if traces is not None and steps_trace is not None:
+                    print(f"  trace: {traces.save(steps_trace)} (`tmrl trace` shows how it ended)")
                 results.append(ret)
             if results:
                 print(

@@ -12,6 +12,10 @@ checkpoint's deterministic actor, and prints, every ``--every`` steps:
 Then the means over the lap, how often full gas looks better, and how far apart the two critics are for each action.
 Used in session 11 (docs/learning.md) to ask why no policy floors the gas.
 
+With ``--brake-end S`` it prints instead, for the last S seconds of the lap (where a car that leaves the road
+leaves it), the speed, the actor's action and how the critics value other brake actions (same gas and steering)
+against the actor's: used in session 29 to ask whether a run stuck at a corner has learned that braking helps.
+
 Run: ``.venv/bin/python -m bench.tuning.critic_probe RUN_DIR [--track N] [--phase 0|0.5] [--every 50]``, where
 ``RUN_DIR`` is ``DATA_DIR/runs/NAME`` of a finished run.
 """
@@ -79,6 +83,49 @@ def probe(sac: SAC, config: TmrlConfig, track: int, phase: float) -> dict[str, n
     }
 
 
+BRAKES = (-1.0, -0.5, 0.0, 0.1, 0.25, 0.5, 1.0)
+
+
+def brake_end(sac: SAC, config: TmrlConfig, track: int, phase: float, seconds: float) -> int:
+    """One proxy lap with the deterministic actor; over its last ``seconds``, every 0.08 s: progress, speed, the
+    action, the critics' minimum Q for it and, for each brake action in ``BRAKES`` (gas and steering kept), its Q
+    minus the actor's."""
+    env = ProxyEnv(config.env, [track])
+    obs, _ = env.reset(options={"track": track, "phase": phase})
+    brakes = np.array(BRAKES, np.float32)
+    rows, ret, done = [], 0.0, False
+    while not done:
+        action = sac.actor.act(obs, deterministic=True)
+        actions = np.repeat(action[None], len(brakes) + 1, axis=0)
+        actions[1:, BRAKE] = brakes
+        batch = {
+            n: torch.from_numpy(np.asarray(v)).unsqueeze(0).expand(len(actions), *np.shape(v))
+            for n, v in obs.items()
+        }
+        with torch.no_grad():
+            q = sac.critic(batch, torch.from_numpy(actions)).numpy().min(axis=0)
+        obs, reward, terminated, truncated, info = env.step(action)
+        ret += reward
+        done = terminated or truncated
+        rows.append((info["progress"], env.sim.telemetry().speed, *action, q[0], *(q[1:] - q[0])))
+    env.close()
+    dt = env.timing.time_step_s
+    print(
+        f"track {track}: return {ret:.1f} in {len(rows)} steps, ended at {100 * rows[-1][0]:.1f} % of the lap"
+    )
+    print(
+        f"{'progress':>8} {'km/h':>5} {'gas':>5} {'brake':>5} {'steer':>5} {'Q':>6} | Q minus Q for brake:",
+        end="",
+    )
+    print("".join(f" {b:+6.2f}" for b in BRAKES))
+    every = max(1, round(0.08 / dt))
+    for row in rows[max(0, len(rows) - round(seconds / dt)) :: every]:
+        progress, kmh, gas, brake, steer, q_actor, *dq = row
+        line = f"{100 * progress:7.1f}% {kmh:5.0f} {gas:5.2f} {brake:5.2f} {steer:5.2f} {q_actor:6.1f} |"
+        print(line + "".join(f" {d:+6.1f}" for d in dq))
+    return 0
+
+
 def discounted_returns(rewards: np.ndarray, terminated: np.ndarray, gamma: float) -> np.ndarray:
     """G_t = r_t + gamma G_{t+1}, stopped where the episode terminated (the lap's last step bootstraps nothing)."""
     out = np.zeros(len(rewards))
@@ -95,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track", type=int, default=0, help="track seed (0: the default track)")
     parser.add_argument("--phase", type=float, default=0.0, choices=(0.0, 0.5), help="proxy clock phase")
     parser.add_argument("--every", type=int, default=50, help="print every N steps")
+    parser.add_argument(
+        "--brake-end", type=float, default=None, help="Q along the brake action over the lap's last S seconds"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -102,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     except TmrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.brake_end is not None:
+        return brake_end(sac, config, args.track, args.phase, args.brake_end)
     r = probe(sac, config, args.track, args.phase)
     g = discounted_returns(r["reward"], r["terminated"], config.algorithm.gamma)
     q, qg = r["q_actor"].min(axis=1), r["q_gas"].min(axis=1)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tmrl.errors import TmrlError
+from tmrl.errors import ConfigError, TmrlError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -156,7 +156,20 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     config = load(args)
     _passive_omp()
-    return test_main(config, weights=args.weights, episodes=args.episodes)
+    return test_main(config, weights=args.weights, episodes=args.episodes, trace=args.trace)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from tmrl.traces import ending, newest_trace, read_trace
+
+    if not args.seconds > 0.0:
+        raise ConfigError(f"--seconds must be > 0, not {args.seconds}")
+    path = args.file
+    if path is None:
+        path = newest_trace(load(args).run_dir / "traces")
+        print(f"{path}:")
+    print(ending(read_trace(path), seconds=args.seconds))
+    return 0
 
 
 def cmd_record_reward(args: argparse.Namespace) -> int:
@@ -367,6 +380,28 @@ def build_parser(prog: str = "tmrl") -> argparse.ArgumentParser:
         "built-in game)",
     )
     p.add_argument("--episodes", type=int, default=3, help="test episodes to drive")
+    p.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="folder for a step-by-step trace of each episode (CSV: episode-NNNNNN.csv)",
+    )
+
+    p = add(
+        "trace", cmd_trace, "show how a traced episode ended (speed, pedals, steering over its last seconds)"
+    )
+    _config_flag(
+        p, "--name", key="run.name", help="run whose newest test-episode trace is shown (without FILE)"
+    )
+    p.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="trace file (tmrl test --trace, or <run dir>/traces/<worker>/test-NNNNNN.csv); default: the run's "
+        "newest test-episode trace",
+    )
+    p.add_argument("--seconds", type=float, default=2.0, help="seconds before the end to show")
 
     p = add("record-reward", cmd_record_reward, "record the reference trajectory the reward is computed from")
     _config_flag(

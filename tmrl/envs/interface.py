@@ -18,19 +18,12 @@ from tmrl.envs.config import EnvConfig, resolved_reset_settle, resolved_rtgym
 from tmrl.envs.observations import ObservationBuilder, action_space, component_space
 from tmrl.envs.reward import CarRacingReward, TrajectoryReward
 from tmrl.errors import ConfigError, GameError, TmrlError
+from tmrl.spaces import pedal_values
 
 if TYPE_CHECKING:
     from tmrl.games.base import Game
     from tmrl.games.carracing.game import CarRacingGame
     from tmrl.games.telemetry import TelemetryFrame
-
-
-def pedal_values(gas: float, brake: float, mapping: str) -> tuple[float, float]:
-    """The gas and brake an action asks of the game's controller (pressed when > 0), per ``EnvConfig.pedals``:
-    'clip' passes them on (the game presses max(0, value)); 'linear' maps [-1, 1] onto [0, 1]."""
-    if mapping == "linear":
-        return 0.5 * (gas + 1.0), 0.5 * (brake + 1.0)
-    return gas, brake
 
 
 class GameInterface(RealTimeGymInterface):
