@@ -14,7 +14,8 @@ Used in session 11 (docs/learning.md) to ask why no policy floors the gas.
 
 With ``--brake-end S`` it prints instead, for the last S seconds of the lap (where a car that leaves the road
 leaves it), the speed, the actor's action and how the critics value other brake actions (same gas and steering)
-against the actor's: used in session 29 to ask whether a run stuck at a corner has learned that braking helps.
+against the actor's; ``--brake-window FROM TO`` does the same where the lap progress is between two fractions.
+Used in session 29 to ask whether a run stuck at a corner has learned that braking helps.
 
 Run: ``.venv/bin/python -m bench.tuning.critic_probe RUN_DIR [--track N] [--phase 0|0.5] [--every 50]``, where
 ``RUN_DIR`` is ``DATA_DIR/runs/NAME`` of a finished run.
@@ -86,10 +87,17 @@ def probe(sac: SAC, config: TmrlConfig, track: int, phase: float) -> dict[str, n
 BRAKES = (-1.0, -0.5, 0.0, 0.1, 0.25, 0.5, 1.0)
 
 
-def brake_end(sac: SAC, config: TmrlConfig, track: int, phase: float, seconds: float) -> int:
-    """One proxy lap with the deterministic actor; over its last ``seconds``, every 0.08 s: progress, speed, the
-    action, the critics' minimum Q for it and, for each brake action in ``BRAKES`` (gas and steering kept), its Q
-    minus the actor's."""
+def brake_end(
+    sac: SAC,
+    config: TmrlConfig,
+    track: int,
+    phase: float,
+    seconds: float,
+    window: tuple[float, float] | None = None,
+) -> int:
+    """One proxy lap with the deterministic actor; over its last ``seconds`` (or, with ``window``, over the steps
+    whose lap progress is in it), every 0.08 s: progress, speed, the action, the critics' minimum Q for it and,
+    for each brake action in ``BRAKES`` (gas and steering kept), its Q minus the actor's."""
     env = ProxyEnv(config.env, [track])
     obs, _ = env.reset(options={"track": track, "phase": phase})
     brakes = np.array(BRAKES, np.float32)
@@ -113,13 +121,15 @@ def brake_end(sac: SAC, config: TmrlConfig, track: int, phase: float, seconds: f
     print(
         f"track {track}: return {ret:.1f} in {len(rows)} steps, ended at {100 * rows[-1][0]:.1f} % of the lap"
     )
-    print(
-        f"{'progress':>8} {'km/h':>5} {'gas':>5} {'brake':>5} {'steer':>5} {'Q':>6} | Q minus Q for brake:",
-        end="",
-    )
-    print("".join(f" {b:+6.2f}" for b in BRAKES))
+    print("Q of each brake action (gas and steering kept) minus Q of the actor's action, after the '|':")
+    header = f"{'progress':>8} {'km/h':>5} {'gas':>5} {'brake':>5} {'steer':>5} {'Q':>6} |"
+    print(header + "".join(f" {b:+6.2f}" for b in BRAKES))
     every = max(1, round(0.08 / dt))
-    for row in rows[max(0, len(rows) - round(seconds / dt)) :: every]:
+    if window is not None:
+        shown = [row for row in rows if window[0] <= row[0] <= window[1]]
+    else:
+        shown = rows[max(0, len(rows) - round(seconds / dt)) :]
+    for row in shown[::every]:
         progress, kmh, gas, brake, steer, q_actor, *dq = row
         line = f"{100 * progress:7.1f}% {kmh:5.0f} {gas:5.2f} {brake:5.2f} {steer:5.2f} {q_actor:6.1f} |"
         print(line + "".join(f" {d:+6.1f}" for d in dq))
@@ -145,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--brake-end", type=float, default=None, help="Q along the brake action over the lap's last S seconds"
     )
+    parser.add_argument(
+        "--brake-window",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("FROM", "TO"),
+        help="Q along the brake action where the lap progress is between FROM and TO (fractions of the lap)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -152,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     except TmrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.brake_end is not None:
-        return brake_end(sac, config, args.track, args.phase, args.brake_end)
+    if args.brake_end is not None or args.brake_window is not None:
+        window = tuple(args.brake_window) if args.brake_window is not None else None
+        return brake_end(sac, config, args.track, args.phase, args.brake_end or 0.0, window)
     r = probe(sac, config, args.track, args.phase)
     g = discounted_returns(r["reward"], r["terminated"], config.algorithm.gamma)
     q, qg = r["q_actor"].min(axis=1), r["q_gas"].min(axis=1)
