@@ -167,3 +167,14 @@ def test_tmrl_test_traces_each_episode_it_drives(tmp_path: Path) -> None:
         assert np.all(np.abs(trace["steer"]) <= 1.0) and np.all(trace["speed_kmh"] >= 0.0)
         assert trace["progress"][-1] > 0.0  # the shipped actor drove forward
         assert f"trace: {path}" in res.stdout
+
+
+def test_tmrl_test_refuses_a_trace_folder_that_is_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before the game starts: one line, exit 2."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file", encoding="utf-8")
+    assert main(["test", "--data-dir", str(tmp_path), "--game", "carracing", "--trace", str(taken)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"--trace {taken}" in err[0], err

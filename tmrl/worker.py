@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from tmrl.config import TmrlConfig, WorkerConfig
-from tmrl.errors import CheckpointError
+from tmrl.errors import CheckpointError, ConfigError
 from tmrl.traces import EpisodeTrace, TraceDirectory
 
 STATUS_EVERY_S = 1.0
@@ -664,10 +664,18 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int, trace:
     if not Path(path).exists():
         raise CheckpointError(f"weights file {path} does not exist")
     actor = load_actor(path)
+    traces = None
+    if trace is not None:  # before the game starts: a bad folder costs nothing
+        try:
+            Path(trace).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"--trace {trace}: cannot use it as a folder for traces ({exc.strerror})"
+            ) from None
+        traces = TraceDirectory(Path(trace), keep=None, prefix="episode")
     stop = _stop_on_signals()
     env = make_env(config.env, config.game_config())
     dt = resolved_rtgym(config.env).time_step_s
-    traces = TraceDirectory(trace, keep=None, prefix="episode") if trace is not None else None
     results = []
     try:
         if actor.spec.pedals != env.observation_spec.pedals:
