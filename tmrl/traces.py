@@ -55,9 +55,6 @@ class EpisodeTrace:
         self.pedals = pedals
         self.rows: list[tuple[float, ...]] = []
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def add(self, action: Sequence[float], reward: float, info: Mapping[str, float]) -> None:
         """Record a step: ``action`` as given to ``env.step``, then the reward and info it returned."""
         gas, brake, steer = (float(a) for a in action[:3])
@@ -133,9 +130,8 @@ def ending(trace: Mapping[str, np.ndarray], seconds: float = 2.0, every_s: float
     dt = float(t[0]) if n == 1 else float(t[1] - t[0])
     per = max(1, round(every_s / dt))
     bins = max(1, round(seconds / (per * dt)))
-    ends = [e for e in range(n, n - bins * per, -per) if e > 0][
-        ::-1
-    ]  # each bin ends here; the last at the end
+    # each bin ends at one of these steps, the last at the episode's end
+    ends = [e for e in range(n, n - bins * per, -per) if e > 0][::-1]
     lines = [
         f"{'t (s)':>7} {'progress':>8} {'km/h':>6} {'off':>6} {'heading':>7} {'gas':>6} {'brake':>6} {'steer':>6}"
     ]
@@ -168,7 +164,8 @@ class TraceDirectory:
         self.folder = folder
         self.keep = keep
         self.prefix = prefix
-        self.next = 1 + max((n for n in self._numbers()), default=0)
+        self.next = 1 + max(self._numbers(), default=0)
+        self._prune()
 
     def _numbers(self) -> list[int]:
         out = []
@@ -187,8 +184,12 @@ class TraceDirectory:
         path = self.path(self.next)
         trace.write(path)
         self.next += 1
+        if self.keep is not None:  # the folder was pruned when opened: one file at most falls out
+            self.path(self.next - 1 - self.keep).unlink(missing_ok=True)
+        return path
+
+    def _prune(self) -> None:
         if self.keep is not None:
             for number in self._numbers():
                 if number < self.next - self.keep:
                     self.path(number).unlink(missing_ok=True)
-        return path

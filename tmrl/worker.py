@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from tmrl.config import TmrlConfig, WorkerConfig
+from tmrl.envs.config import resolved_rtgym
 from tmrl.errors import CheckpointError, ConfigError
 from tmrl.traces import EpisodeTrace, TraceDirectory
 
@@ -390,6 +391,7 @@ class RolloutWorker:
         if config.worker.trace_tests:
             folder = config.run_dir / "traces" / _safe(worker_id)
             self.traces = TraceDirectory(folder, config.worker.trace_tests)
+        self._time_step_s = resolved_rtgym(config.env).time_step_s
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
@@ -449,12 +451,6 @@ class RolloutWorker:
             self.status_path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.status_path, self.stats.to_dict())
 
-    def _trace(self) -> EpisodeTrace:
-        from tmrl.envs.config import resolved_rtgym
-
-        env = self.config.env
-        return EpisodeTrace(resolved_rtgym(env).time_step_s, env.pedals)
-
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def run_episode(self, env: Any, recorder: Any, policy: Policy, stop: threading.Event, test: bool) -> None:
@@ -464,7 +460,7 @@ class RolloutWorker:
         timeouts_before = self._timeouts.count
         record = not test or self.config.worker.train_on_test
         start = self.starts.plan(test)
-        trace = self._trace() if test and self.traces is not None else None
+        trace = EpisodeTrace(self._time_step_s, self.config.env.pedals) if test and self.traces else None
         obs, _ = env.reset(options=start.options())
         policy.reset_noise()
         if record:
@@ -657,7 +653,6 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int, trace:
     """``tmrl test``: drive ``episodes`` episodes with the deterministic policy; print returns and lap times
     (with ``trace``, a step-by-step trace of each episode into that folder)."""
     from tmrl.envs import make_env
-    from tmrl.envs.config import resolved_rtgym
     from tmrl.rl.export import load_actor
 
     path = weights if weights is not None else default_weights_path(config)
@@ -667,12 +662,12 @@ def test_main(config: TmrlConfig, *, weights: Path | None, episodes: int, trace:
     traces = None
     if trace is not None:  # before the game starts: a bad folder costs nothing
         try:
-            Path(trace).mkdir(parents=True, exist_ok=True)
+            trace.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(
                 f"--trace {trace}: cannot use it as a folder for traces ({exc.strerror})"
             ) from None
-        traces = TraceDirectory(Path(trace), keep=None, prefix="episode")
+        traces = TraceDirectory(trace, keep=None, prefix="episode")
     stop = _stop_on_signals()
     env = make_env(config.env, config.game_config())
     dt = resolved_rtgym(config.env).time_step_s
