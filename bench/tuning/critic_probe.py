@@ -53,6 +53,16 @@ def load_run(run_dir: Path) -> tuple[SAC, TmrlConfig]:
     return sac, config
 
 
+def critics_q(sac: SAC, obs: dict[str, np.ndarray], actions: np.ndarray) -> np.ndarray:
+    """Every critic's Q for one observation and each of ``actions`` (n, action_dim): (critics, n)."""
+    batch = {
+        n: torch.from_numpy(np.asarray(v)).unsqueeze(0).expand(len(actions), *np.shape(v))
+        for n, v in obs.items()
+    }
+    with torch.no_grad():
+        return sac.critic(batch, torch.from_numpy(np.asarray(actions, np.float32))).numpy()
+
+
 def probe(sac: SAC, config: TmrlConfig, track: int, phase: float) -> dict[str, np.ndarray]:
     """Drive one proxy lap with the deterministic actor; per step: both critics for the actor's action and for
     full gas, the reward and whether the step ended the episode."""
@@ -64,11 +74,7 @@ def probe(sac: SAC, config: TmrlConfig, track: int, phase: float) -> dict[str, n
         action = sac.actor.act(obs, deterministic=True)
         gas = action.copy()
         gas[GAS], gas[BRAKE] = 1.0, -1.0
-        batch = {
-            n: torch.from_numpy(np.asarray(v)).unsqueeze(0).expand(2, *np.shape(v)) for n, v in obs.items()
-        }
-        with torch.no_grad():
-            q = sac.critic(batch, torch.from_numpy(np.stack([action, gas]))).numpy()  # (critics, 2)
+        q = critics_q(sac, obs, np.stack([action, gas]))  # (critics, 2)
         obs, reward, terminated, truncated, _ = env.step(action)
         q_actor.append(q[:, 0])
         q_gas.append(q[:, 1])
@@ -106,12 +112,7 @@ def brake_end(
         action = sac.actor.act(obs, deterministic=True)
         actions = np.repeat(action[None], len(brakes) + 1, axis=0)
         actions[1:, BRAKE] = brakes
-        batch = {
-            n: torch.from_numpy(np.asarray(v)).unsqueeze(0).expand(len(actions), *np.shape(v))
-            for n, v in obs.items()
-        }
-        with torch.no_grad():
-            q = sac.critic(batch, torch.from_numpy(actions)).numpy().min(axis=0)
+        q = critics_q(sac, obs, actions).min(axis=0)
         obs, reward, terminated, truncated, info = env.step(action)
         ret += reward
         done = terminated or truncated
@@ -174,11 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         window = tuple(args.brake_window) if args.brake_window is not None else None
         return brake_end(sac, config, args.track, args.phase, args.brake_end or 0.0, window)
     r = probe(sac, config, args.track, args.phase)
-    g = discounted_returns(r["reward"], r["terminated"], config.algorithm.gamma)
+    gamma = config.rl().algorithm.gamma  # resolved per game (None in the file means the game's default)
+    g = discounted_returns(r["reward"], r["terminated"], gamma)
     q, qg = r["q_actor"].min(axis=1), r["q_gas"].min(axis=1)
-    print(
-        f"track {args.track}: return {r['reward'].sum():.1f} in {len(g)} steps; gamma {config.algorithm.gamma}"
-    )
+    print(f"track {args.track}: return {r['reward'].sum():.1f} in {len(g)} steps; gamma {gamma}")
     print(f"{'step':>5} {'G':>7} {'Q':>7} {'dQ(gas 1)':>10}")
     for t in range(0, len(g), args.every):
         print(f"{t:5d} {g[t]:7.1f} {q[t]:7.1f} {qg[t] - q[t]:+10.2f}")
