@@ -164,6 +164,11 @@ VARIANTS = {
     # normalisation) cleared the first corner fastest of any run and lost the lap later, which the critics'
     # normalisation addresses: the two together
     "linear-ln": {"env.pedals": '"linear"'},
+    # linear pedals taught the actor to hold the brake (session 29), clipped pedals hide the brake behind a dead
+    # zone that independent noise (std about 0.04 before tanh late in a run) never crosses for long: the noise
+    # correlated over 0.2 s (an AR(1) process with the same marginal) presses a brake for a fraction of a second,
+    # long enough to shed speed before the corner, on the current defaults with the critics' normalisation
+    "noise-ln-0.2": {"worker.noise_correlation_s": "0.2"},
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -205,6 +210,8 @@ LABELS = {
     "3)",
     "linear-ln": "tmrl defaults (layer normalisation in the critics), gas and brake pressed by (action + 1) / 2 "
     "instead of max(0, action)",
+    "noise-ln-0.2": "tmrl defaults (layer normalisation in the critics), the exploration noise correlated over 0.2 s "
+    "(worker.noise_correlation_s)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -660,6 +667,8 @@ def plot(doc: dict, path: Path) -> None:
         "pedals-linear-seed3": "rosybrown",
         "noise-0.2": "darkcyan",
         "noise-0.2-seed1": "turquoise",
+        "noise-ln-0.2": "teal",
+        "noise-ln-0.2-seed1": "cadetblue",
         "nstep-3": "olive",
         "nstep-2": "darkorange",
         "tmrl": "tab:orange",
