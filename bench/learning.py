@@ -169,6 +169,16 @@ VARIANTS = {
     # correlated over 0.2 s (an AR(1) process with the same marginal) presses a brake for a fraction of a second,
     # long enough to shed speed before the corner, on the current defaults with the critics' normalisation
     "noise-ln-0.2": {"worker.noise_correlation_s": "0.2"},
+    # correlated noise keeps the policy's marginal: around a brake action of -0.5 with a std of 0.1 before tanh it
+    # never presses the pedal. Pulses (epsilon-z-greedy per action dimension) hold a uniform random value for
+    # 0.25 s on average, at 0.2 per second on each pedal: a pressed brake every 10 s of driving, about 5 % of the
+    # steps on each pedal, whatever the actor's mean (the trap's critics need braking at 300 km/h). Steering keeps
+    # the Gaussian alone: it has no dead zone, and a random lock held at 300 km/h ends the lap
+    "pulses": {
+        "worker.pulse_rate_hz": "0.2",
+        "worker.pulse_s": "0.25",
+        "worker.pulse_actions": '["gas", "brake"]',
+    },
     "tmrl": TMRL_DEFAULTS,
     "images-cnn": {**IMAGES, "model.backbone": '"cnn"'},
     "images-mobilenet": {**IMAGES, "model.backbone": '"mobilenet"'},
@@ -212,6 +222,8 @@ LABELS = {
     "instead of max(0, action)",
     "noise-ln-0.2": "tmrl defaults (layer normalisation in the critics), the exploration noise correlated over 0.2 s "
     "(worker.noise_correlation_s)",
+    "pulses": "tmrl defaults, exploration pulses: gas and brake each held at a random value for 0.25 s on "
+    "average, 0.2 times a second (worker.pulse_rate_hz)",
     "tmrl": "TMRL 0.7.1 default SAC hyper-parameters and timing (20 Hz)",
     "images-cnn": "images, CNN (25 Hz defaults otherwise)",
     "images-mobilenet": "images, MobileNetV3-small (25 Hz defaults otherwise)",
@@ -669,6 +681,8 @@ def plot(doc: dict, path: Path) -> None:
         "noise-0.2-seed1": "turquoise",
         "noise-ln-0.2": "teal",
         "noise-ln-0.2-seed1": "cadetblue",
+        "pulses": "goldenrod",
+        "pulses-seed1": "khaki",
         "nstep-3": "olive",
         "nstep-2": "darkorange",
         "tmrl": "tab:orange",

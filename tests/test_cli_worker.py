@@ -170,6 +170,57 @@ def test_noise_correlation_follows_the_time_step(tmp_path: Path) -> None:
     assert config.noise_correlation() == pytest.approx(np.exp(-0.04 / 0.2))
 
 
+def test_policy_pulses_hold_random_values_on_the_chosen_dimensions(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    obs = {c.name: np.zeros(c.policy_shape, dtype=c.dtype) for c in spec.components}
+    actor = Actor(spec, ModelConfig(hidden=(32, 32)))
+    zero = np.zeros(spec.action_dim, dtype=np.float32)
+    mean = actor.act(obs, deterministic=False, noise=zero)
+    start, end = 0.05, 0.2
+    policy = Policy(spec.action_dim, seed=1, pulse_start=start, pulse_end=end, pulse_dims=(True, True, False))
+    policy.load(1, actor_to_arrays(actor), actor_meta(actor))
+    policy._noise = lambda: zero  # type: ignore[method-assign]
+    actions = np.array([policy.act(obs) for _ in range(20_000)])
+    pulsing = ~np.isclose(actions, mean, atol=1e-6)
+    assert not pulsing[:, 2].any()  # steering is not in pulse_dims: the policy's action throughout
+    # each step ends a pulse with chance `end`, then starts one with chance `start`: the stationary share pulsing
+    share = start / (1 - (1 - start) * (1 - end))
+    np.testing.assert_allclose(pulsing[:, :2].mean(0), share, atol=0.03)
+    for d in (0, 1):
+        values = actions[pulsing[:, d], d]
+        # uniform in [-1, 1]; a pulse holds its value: runs of equal actions, of mean length 1 / end steps
+        assert values.min() >= -1.0 and values.max() <= 1.0 and abs(values.mean()) < 0.15
+        held = np.diff(actions[:, d]) == 0
+        runs = np.flatnonzero(np.diff(np.concatenate(([0], pulsing[:, d].astype(int), [0]))))
+        lengths = runs[1::2] - runs[::2]
+        assert held.sum() > 0.8 * pulsing[:, d].sum()
+        assert 0.7 / end < lengths.mean() < 1.3 / end
+    # test episodes never pulse
+    assert np.array_equal(policy.act(obs, deterministic=True), actor.act(obs, deterministic=True))
+    policy.pulse_start = 0.0  # no new pulses; an episode start ends the open ones
+    policy._pulsing[:] = True
+    policy.reset_noise()
+    np.testing.assert_allclose(policy.act(obs), mean, atol=1e-6)
+    with pytest.raises(ValueError, match="pulse_dims"):
+        Policy(3, pulse_start=0.1, pulse_dims=(True, False))
+    with pytest.raises(ValueError, match="pulse chances"):
+        Policy(3, pulse_start=0.1, pulse_end=0.0)
+
+
+def test_action_pulses_follow_the_time_step_and_name_their_dimensions(tmp_path: Path) -> None:
+    assert load_config(data_dir=tmp_path, environ={}).action_pulses() == (0.0, 0.08, (True, True, True))
+    config = load_config(
+        data_dir=tmp_path,
+        environ={},
+        overrides=["worker.pulse_rate_hz=0.2", "worker.pulse_s=0.1", 'worker.pulse_actions=["brake"]'],
+    )
+    start, end, dims = config.action_pulses()
+    assert start == pytest.approx(1 - np.exp(-0.2 * 0.02)) and end == pytest.approx(0.2)  # at 50 Hz
+    assert dims == (False, True, False)
+    with pytest.raises(ConfigError, match="worker.pulse_actions"):
+        load_config(data_dir=tmp_path, environ={}, overrides=['worker.pulse_actions=["clutch"]'])
+
+
 def test_version_scorer_confirms_a_new_best_before_it_counts() -> None:
     scorer = VersionScorer(confirm=2)
     assert scorer.add(300.0) is None and scorer.open  # beats nothing yet: a series opens
@@ -409,6 +460,31 @@ def test_test_episodes_are_streamed_only_when_asked(
     assert main(["trace", "--data-dir", str(tmp_path), "--seconds", "0.2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{path}:" and "20 steps" in out[-1]
+
+
+@pytest.mark.timeout(240)
+def test_pulses_reach_the_samples_of_training_episodes(tmp_path: Path) -> None:
+    """Brake pulses about every other step, held for about a second: the recorded brake repeats its value from
+    step to step, while gas and steering, under the policy's fresh Gaussian noise, never do."""
+    actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
+    pulses = ("worker.pulse_rate_hz=50", "worker.pulse_s=1", 'worker.pulse_actions=["brake"]')
+    with RelayThread(RelayConfig(port=0)) as relay:
+        config = _test_episode_config(tmp_path, relay, train_on_test=False, extra=pulses)
+        trainer = TrainerClient(config.relay)
+        try:
+            trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
+            stats = RolloutWorker(config, "w9").run()
+            batches = _collect(trainer, stats.samples, 3)
+        finally:
+            trainer.close()
+    assert _rows(batches) == stats.samples == 42  # the two training episodes only
+    first = np.concatenate([a["first"] for _, a in batches])
+    action = np.concatenate([a["action"] for _, a in batches])
+    episodes = np.split(action, first.nonzero()[0][1:])
+    for steps in (e[:20] for e in episodes):  # the 20 actions of each episode, without its final row
+        repeats = (np.diff(steps, axis=0) == 0).sum(0)
+        assert repeats[0] == repeats[2] == 0 and repeats[1] >= 10
+        assert np.all(np.abs(steps) <= 1.0)
 
 
 @given(

@@ -39,6 +39,7 @@ from tmrl.errors import ConfigError
 from tmrl.games.config import CarRacingConfig, TM2020Config
 from tmrl.net.config import RelayConfig
 from tmrl.rl.config import AlgorithmConfig, ModelConfig, RLConfig, TrainerConfig
+from tmrl.spaces import ACTION_NAMES, ActionName
 
 CONFIG_FILE_NAME = "config.toml"
 ENV_PREFIX = "TMRL_"
@@ -156,6 +157,28 @@ class WorkerConfig(BaseModel):
         "at a step is the policy's; only successive steps are correlated (factor exp(-time_step / this)), "
         "which at short time steps keeps the exploration from averaging out within a fraction of a second.",
     )
+    pulse_rate_hz: float = Field(
+        0.0,
+        ge=0.0,
+        le=50.0,
+        description="Temporally extended exploration of the training episodes (after epsilon-z-greedy, Dabney et "
+        "al. 2021): each action dimension starts, at this rate per second of game time, a pulse that holds it at "
+        "a uniform random value in [-1, 1] for a random while (mean worker.pulse_s, geometric), whatever the "
+        "policy asks; the samples record the action driven. A brake held for a fraction of a second, which "
+        "per-step Gaussian noise around a released pedal never presses. 0 = no pulses (SAC's exploration alone).",
+    )
+    pulse_s: float = Field(
+        0.25,
+        gt=0.0,
+        le=60.0,
+        description="Mean duration of an exploration pulse (worker.pulse_rate_hz), seconds of game time.",
+    )
+    pulse_actions: list[ActionName] = Field(
+        default_factory=lambda: list(ACTION_NAMES),
+        min_length=1,
+        description="The action dimensions that exploration pulses (worker.pulse_rate_hz) hold: gas, brake, "
+        "steer.",
+    )
     trace_tests: int = Field(
         200,
         ge=0,
@@ -221,6 +244,16 @@ class TmrlConfig(BaseModel):
         step = resolved_rtgym(self.env).time_step_s
         assert step is not None
         return math.exp(-step / tau)
+
+    def action_pulses(self) -> tuple[float, float, tuple[bool, ...]]:
+        """Per time step, the chance that an action dimension starts an exploration pulse and the chance that a
+        pulse ends (``worker.pulse_rate_hz``, ``worker.pulse_s``; a start chance of 0 when pulses are off), and
+        which dimensions pulse (``worker.pulse_actions``, in the action's order)."""
+        step = resolved_rtgym(self.env).time_step_s
+        assert step is not None
+        start = -math.expm1(-self.worker.pulse_rate_hz * step)
+        dims = tuple(name in self.worker.pulse_actions for name in ACTION_NAMES)
+        return start, min(1.0, step / self.worker.pulse_s), dims
 
     @property
     def run_dir(self) -> Path:

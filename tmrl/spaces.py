@@ -20,6 +20,9 @@ from typing import Literal, get_args
 import numpy as np
 
 DTYPES = ("uint8", "float32")
+ActionName = Literal["gas", "brake", "steer"]
+"""The action's dimensions, in order (each in [-1, 1])."""
+ACTION_NAMES: tuple[str, ...] = get_args(ActionName)
 PedalMapping = Literal["clip", "linear"]
 """How the game reads the gas and brake actions (``EnvConfig.pedals``)."""
 PEDAL_MAPPINGS: tuple[str, ...] = get_args(PedalMapping)

@@ -14,7 +14,9 @@ which the trainer keeps the best actor. The confirming episodes count against ``
 (``TestSchedule``). On the built-in game, a share ``worker.random_start`` of the training episodes start
 standing at a random place on the track, so the policy practises every part of it from the start (rolling, at
 up to ``worker.random_start_speed_kmh``, when that is set); a share ``worker.failure_starts`` of those start
-shortly before where a recent lap from the line failed (``StartPlanner``). Each test episode is traced step
+shortly before where a recent lap from the line failed (``StartPlanner``). Training episodes explore with the
+policy's Gaussian noise, optionally correlated in time (``worker.noise_correlation_s``) and interrupted by
+pulses that hold an action dimension at a random value for a while (``worker.pulse_rate_hz``). Each test episode is traced step
 by step into ``<run dir>/traces/<worker id>/`` (``worker.trace_tests``, ``tmrl.traces``).
 
 Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, random_start,
@@ -34,7 +36,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +126,11 @@ class Policy:
 
     Stochastic actions draw the policy's standard normal noise here: fresh every step, or with
     ``noise_correlation`` rho > 0 an AR(1) process, eps_t = rho eps_{t-1} + sqrt(1 - rho^2) w_t, which stays
-    standard normal at every step; ``reset_noise`` starts it afresh (at each episode)."""
+    standard normal at every step; ``reset_noise`` starts it afresh (at each episode). With ``pulse_start`` > 0
+    each action dimension of a stochastic action starts, with that chance per step, a pulse: a uniform random
+    value in [-1, 1] that replaces the policy's action until the pulse ends (chance ``pulse_end`` per step, so a
+    geometric duration), on the dimensions flagged in ``pulse_dims`` (all by default); ``reset_noise`` ends the
+    pulses too."""
 
     def __init__(
         self,
@@ -132,14 +138,30 @@ class Policy:
         seed: int | None = None,
         random_until_weights: bool = True,
         noise_correlation: float = 0.0,
+        pulse_start: float = 0.0,
+        pulse_end: float = 1.0,
+        pulse_dims: Sequence[bool] | None = None,
     ) -> None:
         if not 0.0 <= noise_correlation < 1.0:
             raise ValueError(f"noise_correlation must be in [0, 1), got {noise_correlation}")
+        if not (0.0 <= pulse_start <= 1.0 and 0.0 < pulse_end <= 1.0):
+            raise ValueError(f"pulse chances must be in [0, 1] (end > 0), got {pulse_start}, {pulse_end}")
         self.action_dim = action_dim
         self.rng = np.random.default_rng(seed)
         self.random_until_weights = random_until_weights
         self.noise_correlation = noise_correlation
         self._eps: np.ndarray | None = None
+        self.pulse_start = pulse_start
+        self.pulse_end = pulse_end
+        self._pulse_dims = (
+            np.ones(action_dim, dtype=bool) if pulse_dims is None else np.array(pulse_dims, bool)
+        )
+        if self._pulse_dims.shape != (action_dim,):
+            raise ValueError(
+                f"pulse_dims needs one flag per action dimension ({action_dim}), got {pulse_dims}"
+            )
+        self._pulsing = np.zeros(action_dim, dtype=bool)
+        self._pulse_value = np.zeros(action_dim, dtype=np.float32)
         self.actor: Any = None
         self.test_actor: Any = None
         self.version = 0
@@ -184,11 +206,27 @@ class Policy:
             action: np.ndarray = self.test_actor.act(obs, deterministic=True)
             return action
         action = self.actor.act(obs, deterministic=False, noise=self._noise())
+        if self.pulse_start > 0.0:
+            action = self._pulse(action)
         return action
 
     def reset_noise(self) -> None:
-        """Forget the correlated noise's past: the next stochastic action draws afresh."""
+        """Forget the correlated noise's past and end the pulses: the next stochastic action draws afresh."""
         self._eps = None
+        self._pulsing[:] = False
+
+    def _pulse(self, action: np.ndarray) -> np.ndarray:
+        """The action with the dimensions in a pulse replaced by their pulse's value (ending and starting pulses
+        first: each pulse lasts at least the step it starts on)."""
+        n = self.action_dim
+        self._pulsing &= self.rng.random(n) >= self.pulse_end
+        starting = self._pulse_dims & ~self._pulsing & (self.rng.random(n) < self.pulse_start)
+        if starting.any():
+            self._pulse_value[starting] = self.rng.uniform(-1.0, 1.0, int(starting.sum()))
+            self._pulsing |= starting
+        if not self._pulsing.any():
+            return action
+        return np.where(self._pulsing, self._pulse_value, action).astype(np.float32)
 
     def _noise(self) -> np.ndarray:
         w = self.rng.standard_normal(self.action_dim).astype(np.float32)
@@ -562,10 +600,14 @@ class RolloutWorker:
                 client = self._open_client()
                 spec = env.observation_spec
                 recorder = TransitionRecorder(spec, initial_rows=max(256, 2 * self.config.relay.flush_steps))
+                pulse_start, pulse_end, pulse_dims = self.config.action_pulses()
                 policy = Policy(
                     spec.action_dim,
                     random_until_weights=cfg.random_until_weights,
                     noise_correlation=self.config.noise_correlation(),
+                    pulse_start=pulse_start,
+                    pulse_end=pulse_end,
+                    pulse_dims=pulse_dims,
                 )
                 schedule = TestSchedule(cfg.test_every, self.scorer)
                 while not stop.is_set():

@@ -23,12 +23,12 @@ import numpy as np
 
 from tmrl.envs.config import EnvConfig, resolved_lidar, resolved_speed_scale
 from tmrl.errors import GameError
-from tmrl.spaces import Component, ObservationSpec
+from tmrl.spaces import ACTION_NAMES, Component, ObservationSpec
 
 if TYPE_CHECKING:
     from tmrl.games.telemetry import TelemetryFrame
 
-ACTION_DIM = 3  # [gas, brake, steer]
+ACTION_DIM = len(ACTION_NAMES)  # [gas, brake, steer]
 ChannelOrder = Literal["bgr", "bgra", "rgb", "rgba"]
 CHANNEL_ORDERS = ("bgr", "bgra", "rgb", "rgba")
 YAW_RATE_SCALE = 5.0  # rad/s
