@@ -16,8 +16,9 @@ standing at a random place on the track, so the policy practises every part of i
 up to ``worker.random_start_speed_kmh``, when that is set); a share ``worker.failure_starts`` of those start
 shortly before where a recent lap from the line failed (``StartPlanner``). Training episodes explore with the
 policy's Gaussian noise, optionally correlated in time (``worker.noise_correlation_s``) and interrupted by
-pulses that hold an action dimension at a random value for a while (``worker.pulse_rate_hz``). Each test episode is traced step
-by step into ``<run dir>/traces/<worker id>/`` (``worker.trace_tests``, ``tmrl.traces``).
+pulses that hold an action dimension at a random value for a while (``worker.pulse_rate_hz``). Each test
+episode is traced step by step into ``<run dir>/traces/<worker id>/`` (``worker.trace_tests``,
+``tmrl.traces``).
 
 Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, random_start,
 start_speed_kmh, failure_start, timeouts) and in
