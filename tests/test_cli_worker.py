@@ -434,6 +434,18 @@ def _test_episode_config(
     return config.model_copy(update={"relay": config.relay.model_copy(update={"port": relay.config.port})})
 
 
+def _drive_with(config, actor: Actor, worker_id: str, episodes: int):
+    """Publish ``actor``'s weights on the config's relay, run a worker to its end, and collect what it streamed
+    (``episodes`` episode reports): the worker's stats and the batches."""
+    trainer = TrainerClient(config.relay)
+    try:
+        trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
+        stats = RolloutWorker(config, worker_id).run()
+        return stats, _collect(trainer, stats.samples, episodes)
+    finally:
+        trainer.close()
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("train_on_test", [True, False])
 def test_test_episodes_are_streamed_only_when_asked(
@@ -442,14 +454,8 @@ def test_test_episodes_are_streamed_only_when_asked(
     actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
     with RelayThread(RelayConfig(port=0)) as relay:
         config = _test_episode_config(tmp_path, relay, train_on_test)
-        trainer = TrainerClient(config.relay)
-        try:
-            trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
-            stats = RolloutWorker(config, "w8").run()
-            assert stats.episodes == 2 and stats.test_episodes == 1 and stats.steps == 60
-            batches = _collect(trainer, stats.samples, 3)
-        finally:
-            trainer.close()
+        stats, batches = _drive_with(config, actor, "w8", 3)
+    assert stats.episodes == 2 and stats.test_episodes == 1 and stats.steps == 60
     assert [e["test"] for e in _episodes(batches)] == [False, True, False]  # every episode is reported
     assert _rows(batches) == stats.samples == (63 if train_on_test else 42)  # 21 rows per recorded episode
     # the test episode is traced step by step, and `tmrl trace` finds it as the run's newest
@@ -470,13 +476,7 @@ def test_pulses_reach_the_samples_of_training_episodes(tmp_path: Path) -> None:
     pulses = ("worker.pulse_rate_hz=50", "worker.pulse_s=1", 'worker.pulse_actions=["brake"]')
     with RelayThread(RelayConfig(port=0)) as relay:
         config = _test_episode_config(tmp_path, relay, train_on_test=False, extra=pulses)
-        trainer = TrainerClient(config.relay)
-        try:
-            trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
-            stats = RolloutWorker(config, "w9").run()
-            batches = _collect(trainer, stats.samples, 3)
-        finally:
-            trainer.close()
+        stats, batches = _drive_with(config, actor, "w9", 3)
     assert _rows(batches) == stats.samples == 42  # the two training episodes only
     first = np.concatenate([a["first"] for _, a in batches])
     action = np.concatenate([a["action"] for _, a in batches])
@@ -549,13 +549,7 @@ def test_only_training_episodes_start_at_random_places(tmp_path: Path, top_speed
         config = _test_episode_config(tmp_path, relay, train_on_test=True)
         worker = config.worker.model_copy(update={"random_start": 1.0, "random_start_speed_kmh": top_speed})
         config = config.model_copy(update={"worker": worker})
-        trainer = TrainerClient(config.relay)
-        try:
-            trainer.publish_weights(1, actor_to_arrays(actor), actor_meta(actor))
-            stats = RolloutWorker(config, "w9").run()
-            batches = _collect(trainer, stats.samples, 3)
-        finally:
-            trainer.close()
+        _, batches = _drive_with(config, actor, "w9", 3)
     episodes = _episodes(batches)
     assert [(e["test"], e["random_start"]) for e in episodes] == [(False, True), (True, False), (False, True)]
     assert not any(e["failure_start"] for e in episodes)
