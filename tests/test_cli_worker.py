@@ -516,7 +516,7 @@ def test_failure_starts_are_placed_shortly_before_recent_failures_from_the_line(
             "start_progress": start.progress,
         }
         assert any(max(0.0, f - hi) <= start.progress <= max(0.0, f - lo) for f in recent)
-        assert planner.plan(test=True) == Start() and Start().options() is None
+        assert planner.plan(test=True) == Start() and Start().options() == {}
 
 
 def test_failure_starts_take_their_share_of_the_random_starts_only() -> None:
@@ -532,6 +532,34 @@ def test_failure_starts_take_their_share_of_the_random_starts_only() -> None:
     assert not any(off.plan(test=False).before_failure for _ in range(200))
 
 
+@given(share=st.sampled_from([0.0, 0.3, 1.0]), first=st.integers(0, 5000), span=st.integers(0, 50))
+def test_other_tracks_take_their_share_of_the_training_episodes(share: float, first: int, span: int) -> None:
+    planner = StartPlanner(
+        0.5, 100.0, failure_share=1.0, seed=first, other_share=share, other_seeds=(first, first + span)
+    )
+    planner.ended(Start(), terminated=True, finished=False, progress=0.3)
+    starts = [planner.plan(test=False) for _ in range(600)]
+    others = [s for s in starts if s.track is not None]
+    assert abs(len(others) / len(starts) - share) < 0.1
+    assert all(first <= s.track <= first + span and not s.before_failure for s in others)
+    assert all(s.options()["track_seed"] == s.track for s in others)
+    assert all("track_seed" not in s.options() for s in starts if s.track is None)
+    if share == 1.0:  # the own track's failures are the only ones remembered
+        assert not any(s.before_failure for s in starts)
+        planner.ended(others[0], terminated=True, finished=False, progress=0.6)
+        assert list(planner.failures) == [0.3]
+    assert all(planner.plan(test=True) == Start() for _ in range(20))
+
+
+def test_other_tracks_need_the_built_in_game_and_a_seed_range(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="worker.other_tracks needs the built-in game"):
+        load_config(data_dir=tmp_path, environ={}, overrides=["env.game=tm2020", "worker.other_tracks=0.5"])
+    with pytest.raises(ConfigError, match=r"worker.other_track_seeds = \[9, 3\] must be"):
+        load_config(data_dir=tmp_path, environ={}, overrides=["worker.other_track_seeds=[9, 3]"])
+    config = load_config(data_dir=tmp_path, environ={}, overrides=["worker.other_tracks=0.25"])
+    assert config.worker.other_tracks == 0.25 and config.worker.other_track_seeds == (1000, 1999)
+
+
 def test_failure_starts_need_random_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="worker.failure_starts places some of the random starts"):
         load_config(
@@ -539,6 +567,21 @@ def test_failure_starts_need_random_starts(tmp_path: Path) -> None:
         )
     config = load_config(data_dir=tmp_path, environ={}, overrides=["worker.failure_starts=0.5"])
     assert config.worker.failure_starts == 0.5
+
+
+@pytest.mark.timeout(240)
+def test_training_episodes_drive_other_tracks_and_test_episodes_the_own(tmp_path: Path) -> None:
+    actor = Actor(_spec(tmp_path), ModelConfig(hidden=(32, 32)))
+    with RelayThread(RelayConfig(port=0)) as relay:
+        config = _test_episode_config(tmp_path, relay, train_on_test=True)
+        worker = config.worker.model_copy(update={"other_tracks": 1.0, "other_track_seeds": (1000, 1003)})
+        config = config.model_copy(update={"worker": worker})
+        _, batches = _drive_with(config, actor, "w10", 3)
+    episodes = _episodes(batches)
+    assert [e["test"] for e in episodes] == [False, True, False]
+    assert episodes[1]["other_track"] is None
+    assert all(1000 <= e["other_track"] <= 1003 for e in episodes[::2])
+    assert all(e["length"] > 0 for e in episodes)
 
 
 @pytest.mark.timeout(240)

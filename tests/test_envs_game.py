@@ -167,6 +167,45 @@ def test_a_random_start_can_be_placed_at_a_lap_fraction(game, reward_file: Path)
         env.close()
 
 
+def test_an_episode_on_another_track_drives_that_track_and_the_next_comes_back(
+    game, reward_file: Path
+) -> None:
+    """``track_seed`` moves the game onto the track of that seed (the car at its start line, or at a random place
+    on it) and rewards progress along its centre line; a reset without it comes back to the own track and its
+    configured reward."""
+    env = RealTimeEnv(env_config(reward_file), game, track_seed=SEED, owns_game=False)
+    home = env.interface.reward
+    other = track_centerline(7)
+    try:
+        home_frame = env.reset()[0]["lidar"]
+        for options in ({"track_seed": 7}, {"track_seed": 7, "random_start": True}):
+            obs, _ = env.reset(seed=3, options=options)
+            _, tel = game.telemetry.latest()
+            reward = env.interface.reward
+            assert reward is not home and game.track_seed == 7
+            assert float(np.hypot(other[:, 0] - tel.x, other[:, 1] - tel.z).min()) < 0.5
+            assert np.allclose(reward.tracker.points[0][[0, 2]], other[0], atol=1e-6)
+            assert np.allclose(game.track, other)
+            start = reward.tracker.index
+            pilot = Pilot(other)
+            ret = 0.0
+            for _ in range(40):
+                _, tel = game.telemetry.latest()
+                _, r, terminated, _, _ = env.step(np.array(pilot.action(tel), np.float32))
+                ret += r
+                assert not terminated
+            assert reward.tracker.index > start and ret > 0.0
+        assert not np.array_equal(obs["lidar"], home_frame)
+        env.reset()
+        _, tel = game.telemetry.latest()
+        track = track_centerline(SEED)
+        assert env.interface.reward is home and game.track_seed == SEED and home.tracker.index == 0
+        assert math.hypot(tel.x - track[0, 0], tel.z - track[0, 1]) < 2.0
+    finally:
+        env.reset()  # the module's game back on its own track whatever happened
+        env.close()
+
+
 def test_random_start_needs_the_built_in_game(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="worker.random_start needs the built-in game"):
         load_config(data_dir=tmp_path, environ={}, overrides=["env.game=tm2020", "worker.random_start=0.5"])

@@ -132,6 +132,20 @@ class WorkerConfig(BaseModel):
         "policy keeps leaving the road at is practised as often as it fails there. Rolling at the speed "
         "worker.random_start_speed_kmh draws. Needs random starts (worker.random_start above 0). 0 = off.",
     )
+    other_tracks: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the training episodes driven on another track, drawn uniformly from the seeds "
+        "worker.other_track_seeds and rewarded along its centre line, so the policy meets more corners than its own "
+        "track has (test episodes, failure starts and the kept best actor stay on the game's own track). The "
+        "episode starts as the others do (worker.random_start). Built-in game only. 0 = only the own track.",
+    )
+    other_track_seeds: tuple[int, int] = Field(
+        (1000, 1999),
+        description="First and last track seed (inclusive) of worker.other_tracks. The default range leaves out "
+        "seeds 0-999: the default track (0) and the unseen tracks of the learning benchmark (1-5).",
+    )
     finish_bootstraps: bool = Field(
         False,
         description="In the samples streamed to the trainer, record reaching the finish line as a truncation "
@@ -222,6 +236,13 @@ class TmrlConfig(BaseModel):
         if self.env.game != "carracing" and self.worker.random_start_speed_kmh:
             raise ValueError(
                 f"worker.random_start_speed_kmh needs the built-in game ({self.env.game} respawns standing)"
+            )
+        if self.env.game != "carracing" and self.worker.other_tracks:
+            raise ValueError(f"worker.other_tracks needs the built-in game ({self.env.game} runs one track)")
+        first, last = self.worker.other_track_seeds
+        if not 0 <= first <= last:
+            raise ValueError(
+                f"worker.other_track_seeds = [{first}, {last}] must be a first and a last seed with 0 <= first <= last"
             )
         if self.worker.failure_starts and not self.random_start():
             raise ValueError(

@@ -314,21 +314,23 @@ class VersionScorer:
 @dataclass(frozen=True)
 class Start:
     """Where an episode starts: the start line, or a random place (``random``), standing or rolling at
-    ``speed_kmh``; ``progress`` (a lap fraction) puts a random start at that place rather than one drawn."""
+    ``speed_kmh``; ``progress`` (a lap fraction) puts a random start at that place rather than one drawn;
+    ``track``: the seed of another track to drive (None: the game's own)."""
 
     random: bool = False
     speed_kmh: float = 0.0
     progress: float | None = None
+    track: int | None = None
 
     @property
     def before_failure(self) -> bool:
         return self.progress is not None
 
-    def options(self) -> dict[str, Any] | None:
-        """The ``env.reset`` options."""
-        if not self.random:
-            return None
-        options: dict[str, Any] = {"random_start": True, "start_speed_kmh": self.speed_kmh}
+    def options(self) -> dict[str, Any]:
+        """The ``env.reset`` options (an episode without a track option drives the game's own track)."""
+        options: dict[str, Any] = {} if self.track is None else {"track_seed": self.track}
+        if self.random:
+            options.update(random_start=True, start_speed_kmh=self.speed_kmh)
         if self.progress is not None:
             options["start_progress"] = self.progress
         return options
@@ -340,33 +342,55 @@ class StartPlanner:
     A share ``failure_share`` of those random starts are placed shortly before where one of the last
     ``MEMORY`` episodes from the line ended short of the finish (drawn uniformly, then ``BACKOFF`` of a lap
     back), so a corner the policy keeps failing on is practised as often as the policy fails on it, not once
-    in the track's length."""
+    in the track's length. A share ``other_share`` of the training episodes drive another track, of a seed drawn
+    uniformly from ``other_seeds`` (first, last), starting as the others do but never before a failure (those
+    are places on the own track)."""
 
     MEMORY = 20
     BACKOFF = (0.02, 0.10)  # lap fractions before the failure (the straight before the corner)
 
     def __init__(
-        self, random_share: float, top_speed_kmh: float, failure_share: float, seed: int | None = None
+        self,
+        random_share: float,
+        top_speed_kmh: float,
+        failure_share: float,
+        seed: int | None = None,
+        *,
+        other_share: float = 0.0,
+        other_seeds: tuple[int, int] = (0, 0),
     ) -> None:
         self.random_share = random_share
         self.top_speed_kmh = top_speed_kmh
         self.failure_share = failure_share
+        self.other_share = other_share
+        self.other_seeds = other_seeds
         self.failures: deque[float] = deque(maxlen=self.MEMORY)
         self.rng = np.random.default_rng(seed)
 
     def plan(self, test: bool) -> Start:
-        if test or self.random_share <= 0 or self.rng.random() >= self.random_share:
+        if test:
             return Start()
+        track = None
+        if self.other_share > 0 and self.rng.random() < self.other_share:
+            track = int(self.rng.integers(self.other_seeds[0], self.other_seeds[1] + 1))
+        if self.random_share <= 0 or self.rng.random() >= self.random_share:
+            return Start(track=track)
         speed = float(self.rng.uniform(0.0, self.top_speed_kmh)) if self.top_speed_kmh else 0.0
         progress = None
-        if self.failures and self.failure_share > 0 and self.rng.random() < self.failure_share:
+        if (
+            track is None
+            and self.failures
+            and self.failure_share > 0
+            and self.rng.random() < self.failure_share
+        ):
             failure = self.failures[int(self.rng.integers(len(self.failures)))]
             progress = max(0.0, failure - float(self.rng.uniform(*self.BACKOFF)))
-        return Start(True, speed, progress)
+        return Start(True, speed, progress, track)
 
     def ended(self, start: Start, terminated: bool, finished: bool, progress: float) -> None:
-        """An episode ended at lap fraction ``progress``: remember it when it started at the line and failed."""
-        if not start.random and terminated and not finished:
+        """An episode ended at lap fraction ``progress``: remember it when it started at the line of the own track
+        and failed."""
+        if not start.random and start.track is None and terminated and not finished:
             self.failures.append(progress)
 
 
@@ -422,7 +446,11 @@ class RolloutWorker:
         # the latest weights loaded: (version, arrays, meta)
         self._weights: tuple[int, Any, Any] | None = None
         self.starts = StartPlanner(
-            config.random_start(), config.worker.random_start_speed_kmh, config.worker.failure_starts
+            config.random_start(),
+            config.worker.random_start_speed_kmh,
+            config.worker.failure_starts,
+            other_share=config.worker.other_tracks,
+            other_seeds=config.worker.other_track_seeds,
         )
         self._last_flush = time.monotonic()
         self._last_status = 0.0
@@ -551,6 +579,7 @@ class RolloutWorker:
             "random_start": start.random,
             "start_speed_kmh": start.speed_kmh,
             "failure_start": start.before_failure,
+            "other_track": start.track,
             "timeouts": self._timeouts.count - timeouts_before,
             "policy_version": policy.version,
             "progress": float(info.get("progress", 0.0)),

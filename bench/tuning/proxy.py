@@ -22,22 +22,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from tmrl.envs.config import EnvConfig, resolved_reward, resolved_reward_mode, resolved_rtgym
+from tmrl.envs.config import EnvConfig, resolved_rtgym
 from tmrl.envs.observations import ObservationBuilder, action_space, dict_space, observation_spec
-from tmrl.envs.reward import CarRacingReward, ProgressTracker, Trajectory, TrajectoryReward
+from tmrl.envs.reward import centerline_trajectory, reward_on
 from tmrl.spaces import ObservationSpec
 
 PHYSICS_HZ = 50.0
-
-
-def centerline_trajectory(seed: int) -> Trajectory:
-    """The track's centre line from the start line round to it again, as a reward trajectory."""
-    from tmrl.games.carracing.pilot import track_centerline
-
-    xy = track_centerline(seed)
-    xy = np.vstack([xy, xy[:1]])
-    pts = np.stack([xy[:, 0], np.zeros(len(xy)), xy[:, 1]], axis=1)
-    return Trajectory(pts, "carracing", seed)
 
 
 class ProxyEnv(gym.Env):
@@ -64,17 +54,11 @@ class ProxyEnv(gym.Env):
         self.sims = {}
         self.rewards = {}
         self._renderers = {}
-        rc = resolved_reward(config)
         for s in self.seeds:
             sim = RaceSim(s)
             self.sims[s] = sim
             self._renderers[s] = Renderer(sim, 96, 96, supersample)
-            points = centerline_trajectory(s).resampled(rc.spacing)
-            tracker = ProgressTracker(points, rc.check_forward, rc.check_backward, rc.max_stray)
-            mode = resolved_reward_mode(config)
-            self.rewards[s] = (
-                CarRacingReward(tracker, rc) if mode == "carracing" else TrajectoryReward(tracker, rc)
-            )
+            self.rewards[s] = reward_on(config, centerline_trajectory(s))
         self.timing = resolved_rtgym(config)
         self.builder = ObservationBuilder(config, (96, 96, 3), "rgb", self.timing.time_step_s)
         self.frames_per_step = self.timing.time_step_s * PHYSICS_HZ

@@ -8,6 +8,7 @@ hands rtgym a placeholder; the env wrapper (``tmrl.envs.env``) re-raises it in t
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium.spaces as gspaces
@@ -16,7 +17,7 @@ from rtgym import RealTimeGymInterface
 
 from tmrl.envs.config import EnvConfig, resolved_reset_settle, resolved_rtgym
 from tmrl.envs.observations import ObservationBuilder, action_space, component_space
-from tmrl.envs.reward import CarRacingReward, TrajectoryReward
+from tmrl.envs.reward import CarRacingReward, TrajectoryReward, centerline_trajectory, reward_on
 from tmrl.errors import ConfigError, GameError, TmrlError
 from tmrl.spaces import pedal_values
 
@@ -79,6 +80,8 @@ class GameInterface(RealTimeGymInterface):
             if seed is not None:
                 self.rng = np.random.default_rng(seed)
             options = options or {}
+            track = options.get("track_seed")
+            self._select_track(None if track is None else int(track))
             at = options.get("start_progress")
             tile, start_index, start_pos = self._start(
                 bool(options.get("random_start", False)), None if at is None else float(at)
@@ -147,6 +150,15 @@ class GameInterface(RealTimeGymInterface):
             raise exc
         raise GameError(f"the {self.game.name} environment failed: {type(exc).__name__}: {exc}") from exc
 
+    def _select_track(self, seed: int | None) -> None:
+        """Drive the next episode on the track of ``seed`` (``reset`` option ``track_seed``); None: the game's
+        own track. Only games that can change track override this."""
+        if seed is not None:
+            raise ConfigError(
+                f"training on other tracks needs a game that can change track; set worker.other_tracks = 0 for "
+                f"{self.game.name}"
+            )
+
     def _start(self, random_start: bool, at: float | None = None) -> tuple[int, int, np.ndarray]:
         """(track tile, trajectory index, car position) of the episode's start: the start line, or a random
         place on the track when ``random_start`` (at lap fraction ``at`` when given; games that can put the car
@@ -196,16 +208,43 @@ class CarRacingInterface(GameInterface):
     ``RANDOM_START_SPAN`` of the lap (the rest is too close to the finish to teach much), or on the tile at
     ``reset`` option ``start_progress`` (a lap fraction, capped to that span), facing the driving
     direction, and the reward's progress starts from the trajectory point nearest that tile. ``reset`` option
-    ``start_speed_kmh`` starts the car rolling along its heading at that speed."""
+    ``start_speed_kmh`` starts the car rolling along its heading at that speed. ``reset`` option ``track_seed``
+    moves the game onto the track of that seed, rewarded along its centre line (the configured trajectory
+    belongs to the game's own track, which the episodes without the option drive)."""
 
     respawn_radius = 2.0
     RANDOM_START_SPAN = 0.9
+    KEEP_REWARDS = 16  # centre-line rewards of other tracks kept built
+
+    def __init__(self, config: EnvConfig, game: Game, reward: TrajectoryReward | CarRacingReward) -> None:
+        super().__init__(config, game, reward)
+        self._home = (cast("CarRacingGame", game).track_seed, reward)
+        self._track_seed = self._home[0]
+        self._others: OrderedDict[int, TrajectoryReward | CarRacingReward] = OrderedDict()
+
+    def _select_track(self, seed: int | None) -> None:
+        home_seed, home_reward = self._home
+        seed = home_seed if seed is None else seed
+        if seed < 0:
+            raise ConfigError(f"track seed {seed} must be >= 0")
+        if seed == self._track_seed:
+            return
+        if seed == home_seed:
+            self.reward = home_reward
+        else:
+            reward = self._others.pop(seed, None)
+            self.reward = reward_on(self.config, centerline_trajectory(seed)) if reward is None else reward
+            self._others[seed] = self.reward
+            while len(self._others) > self.KEEP_REWARDS:
+                self._others.popitem(last=False)
+        self._track_seed = seed
 
     def _start(self, random_start: bool, at: float | None = None) -> tuple[int, int, np.ndarray]:
         if not random_start:
             return super()._start(False)
-        game = cast("CarRacingGame", self.game)
-        track = game.track
+        from tmrl.games.carracing.pilot import track_centerline
+
+        track = track_centerline(self._track_seed)  # the game moves onto this track at the respawn
         span = int(len(track) * self.RANDOM_START_SPAN)
         if at is None:
             tile = int(self.rng.integers(0, span))
@@ -218,7 +257,7 @@ class CarRacingInterface(GameInterface):
         return tile, index, pos
 
     def _respawn_command(self, tile: int, speed_kmh: float) -> None:
-        cast("CarRacingGame", self.game).controller.respawn(tile, speed_kmh)
+        cast("CarRacingGame", self.game).controller.respawn(tile, speed_kmh, self._track_seed)
 
 
 class TM2020Interface(GameInterface):

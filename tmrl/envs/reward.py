@@ -321,9 +321,26 @@ def make_reward(config: EnvConfig, *, track_seed: int | None = None) -> Trajecto
             f"seed {track_seed}; record one with `{record_command(config.game)}` for this track"
         )
     try:
-        points = traj.resampled(rc.spacing)
+        return reward_on(config, traj)
     except ValueError as exc:
         raise RewardError(f"reward trajectory file {rc.path}: {exc}; record it again") from None
-    tracker = ProgressTracker(points, rc.check_forward, rc.check_backward, rc.max_stray)
+
+
+def reward_on(config: EnvConfig, traj: Trajectory) -> TrajectoryReward | CarRacingReward:
+    """The configured reward along ``traj`` (a loaded file or a track's centre line). Raises ValueError when the
+    trajectory is shorter than the reward's point spacing."""
+    rc = resolved_reward(config)
+    tracker = ProgressTracker(traj.resampled(rc.spacing), rc.check_forward, rc.check_backward, rc.max_stray)
     mode: Literal["trajectory", "carracing"] = resolved_reward_mode(config)
     return CarRacingReward(tracker, rc) if mode == "carracing" else TrajectoryReward(tracker, rc)
+
+
+def centerline_trajectory(seed: int) -> Trajectory:
+    """The built-in game's track of ``seed``: its centre line from the start line round to it again, as a reward
+    trajectory (the reward of tracks without a recorded pilot lap: the unseen tracks of the learning bench and
+    the other tracks of ``worker.other_tracks``)."""
+    from tmrl.games.carracing.pilot import track_centerline
+
+    xy = track_centerline(seed)
+    xy = np.vstack([xy, xy[:1]])
+    return Trajectory(np.stack([xy[:, 0], np.zeros(len(xy)), xy[:, 1]], axis=1), "carracing", seed)

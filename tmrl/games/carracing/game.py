@@ -156,13 +156,20 @@ class CarRacingController:
     """Controls written to shared memory (read by the game each physics frame); respawn by command."""
 
     def __init__(
-        self, state: S.SharedState, channel: _CommandChannel, timeout: float, telemetry: TelemetryClient
+        self,
+        state: S.SharedState,
+        channel: _CommandChannel,
+        timeout: float,
+        telemetry: TelemetryClient,
+        track_seed: int = 0,
     ) -> None:
         self._state = state
         self._channel = channel
         self._timeout = timeout
         self._telemetry = telemetry
         self._lock = threading.Lock()
+        self.track_seed = track_seed
+        """The seed of the track the game runs (the configured one until a respawn onto another)."""
 
     def act(self, gas: float, brake: float, steer: float) -> None:
         """Set gas, brake, steer (env values in [-1, 1]; the game applies max(0, gas), max(0, brake))."""
@@ -173,13 +180,19 @@ class CarRacingController:
         """Release everything."""
         self.act(0.0, 0.0, 0.0)
 
-    def respawn(self, tile: int = 0, speed_kmh: float = 0.0) -> None:
+    def respawn(self, tile: int = 0, speed_kmh: float = 0.0, track_seed: int | None = None) -> None:
         """Reset the car to the start line of the same track, or onto track tile ``tile``; standing, or rolling
-        along its heading at ``speed_kmh``.
+        along its heading at ``speed_kmh``. ``track_seed``: the track of another seed (the game builds it, tens of
+        ms) and the car on it; None stays on the current track.
 
         Returns once the game has done it and the telemetry client holds a frame from after the reset.
         """
+        if track_seed is not None:
+            if track_seed < 0:
+                raise ValueError(f"track seed {track_seed} must be >= 0")
+            self.track_seed = track_seed
         self.neutral()
+        self._state.header[S.H_RESPAWN_TRACK] = self.track_seed
         self._state.header[S.H_RESPAWN_TILE] = tile
         self._state.header[S.H_RESPAWN_SPEED] = round(speed_kmh * 1000.0)
         payload = self._channel.request(CMD_RESPAWN, ACK_RESPAWN, self._timeout + 5.0, RESPAWN_PAYLOAD.size)
@@ -275,7 +288,9 @@ class CarRacingGame:
             render_hz=cfg.max_render_hz,
             alive=lambda: self.alive,
         )
-        self.controller = CarRacingController(self._state, self._channel, cfg.grab_timeout_s, self.telemetry)
+        self.controller = CarRacingController(
+            self._state, self._channel, cfg.grab_timeout_s, self.telemetry, track_seed=cfg.seed
+        )
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"carracing-heartbeat-{self.pid}", daemon=True
         )
@@ -313,11 +328,17 @@ class CarRacingGame:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def track_seed(self) -> int:
+        """The seed of the track the game runs now (``config.seed`` until a respawn onto another track)."""
+        return self.controller.track_seed
+
+    @property
     def track(self) -> np.ndarray:
-        """Track centre line (N, 2) in world x, z, driving order from the start line (built in-process)."""
+        """Centre line (N, 2) of the current track in world x, z, driving order from the start line (built
+        in-process)."""
         from tmrl.games.carracing.pilot import track_centerline
 
-        return track_centerline(self.config.seed)
+        return track_centerline(self.track_seed)
 
     def close(self) -> None:
         """Stop the game process and release the shared memory (idempotent)."""

@@ -17,7 +17,7 @@ from tmrl.errors import GameError
 from tmrl.games.telemetry import TelemetryFrame
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=64)  # a worker training on many tracks (worker.other_tracks) asks for each often
 def _centerline(seed: int) -> tuple[tuple[float, float], ...]:
     from tmrl.games.carracing.sim import RaceSim
 

@@ -144,7 +144,9 @@ class GameProcess:
                     self.state.write_frame(self.renderer.render())
                 sock.sendall(ACK_RENDER)
             elif cmd == CMD_RESPAWN:
-                # the owner writes the tile and speed before the command; a tile off the track means the start line
+                # the owner writes the track, tile and speed before the command; a tile off the track means the
+                # start line
+                self.sim.set_track(max(0, int(self.state.header[S.H_RESPAWN_TRACK])))
                 tile = int(self.state.header[S.H_RESPAWN_TILE])
                 speed_kmh = max(0, int(self.state.header[S.H_RESPAWN_SPEED])) / 1000.0
                 self.sim.reset(tile if 0 <= tile < self.sim.n_tiles else 0, speed_kmh)

@@ -38,6 +38,7 @@ H_TICKS = 12
 H_RESPAWNS = 13
 H_RESPAWN_TILE = 14  # the track tile the next respawn puts the car on (0 = the start line)
 H_RESPAWN_SPEED = 15  # the speed the next respawn gives the car, in thousandths of a km/h (0 = standing)
+H_RESPAWN_TRACK = 16  # the track seed of the next respawn (the game builds that track when it changes)
 H_HEADER_LEN = 32
 
 STATE_STARTING = 0

@@ -54,6 +54,17 @@ class RaceSim:
         self.steer = self.gas = self.brake = 0.0
         self.env.reset(seed=seed)  # builds the track for this seed (tens of ms)
 
+    def set_track(self, seed: int) -> None:
+        """Build the track of ``seed`` (tens of ms; nothing when it is the current one) with a new car standing
+        at its start line."""
+        if seed == self.seed:
+            return
+        self.env.reset(seed=seed)
+        self.seed = seed
+        self.distance = 0.0
+        self.finished = False
+        self.steer = self.gas = self.brake = 0.0
+
     def reset(self, tile: int = 0, speed_kmh: float = 0.0) -> None:
         """Back to the start line of the same track (or onto ``tile``), in about a millisecond.
 
@@ -170,9 +181,11 @@ class Renderer:
         self.sx = self.surf_w / WINDOW_W
         self.sy = self.surf_h / WINDOW_H
         self.zoom = ZOOM * SCALE
+        self._seed = sim.seed
         self._build_static()
 
     def _build_static(self) -> None:
+        """The grass and road polygons of the sim's current track (rebuilt when it changes track)."""
         env = self.sim.env
         bounds = PLAYFIELD
         self.bg_poly = np.array([(bounds, bounds), (bounds, -bounds), (-bounds, -bounds), (-bounds, bounds)])
@@ -216,6 +229,9 @@ class Renderer:
 
     def render(self, out: np.ndarray | None = None) -> np.ndarray:
         """Draw the current view; returns (height, width, 3) uint8 RGB (written into ``out`` if given)."""
+        if self.sim.seed != self._seed:  # the sim changed track
+            self._seed = self.sim.seed
+            self._build_static()
         car = self.sim.car
         angle = -car.hull.angle
         cos_a, sin_a = math.cos(angle), math.sin(angle)
