@@ -14,14 +14,15 @@ which the trainer keeps the best actor. The confirming episodes count against ``
 (``TestSchedule``). On the built-in game, a share ``worker.random_start`` of the training episodes start
 standing at a random place on the track, so the policy practises every part of it from the start (rolling, at
 up to ``worker.random_start_speed_kmh``, when that is set); a share ``worker.failure_starts`` of those start
-shortly before where a recent lap from the line failed (``StartPlanner``). Training episodes explore with the
+shortly before where a recent lap from the line failed, and a share ``worker.other_tracks`` drive another
+track of the game (``StartPlanner``). Training episodes explore with the
 policy's Gaussian noise, optionally correlated in time (``worker.noise_correlation_s``) and interrupted by
 pulses that hold an action dimension at a random value for a while (``worker.pulse_rate_hz``). Each test
 episode is traced step by step into ``<run dir>/traces/<worker id>/`` (``worker.trace_tests``,
 ``tmrl.traces``).
 
 Episode statistics travel in the batch metadata (``episodes``: return, length, terminated, test, random_start,
-start_speed_kmh, failure_start, timeouts) and in
+start_speed_kmh, failure_start, other_track (its seed, or None), timeouts) and in
 ``<run dir>/status/worker-<id>.json`` (read by the live view of ``tmrl run``). Time-step timeouts are rtgym's
 "Time-step timed out" warnings, counted (never printed per step).
 """
