@@ -42,7 +42,9 @@ def rl_config() -> RLConfig:
     )
 
 
-def episode_batch(ep: int, length: int = 50) -> tuple[dict[str, np.ndarray], dict]:
+def episode_batch(
+    ep: int, length: int = 50, other_track: int | None = None
+) -> tuple[dict[str, np.ndarray], dict]:
     rng = np.random.default_rng(ep)
     rec = TransitionRecorder(SPEC)
     rec.reset({"speed": rng.random(1, np.float32), "lidar": rng.random((4, 19), np.float32)})
@@ -61,7 +63,7 @@ def episode_batch(ep: int, length: int = 50) -> tuple[dict[str, np.ndarray], dic
         "end_speed_kmh": 20.0,
         "end_off_trajectory": 11.5,
     }  # where a worker's episode ended
-    eps = [dict(e, test=False, **end) for e in rec.pop_episodes()]
+    eps = [dict(e, test=False, other_track=other_track, **end) for e in rec.pop_episodes()]
     return arrays, {"n": len(arrays["reward"]), "policy_version": 0, "episodes": eps}
 
 
@@ -77,7 +79,7 @@ def test_trainer_learns_from_relayed_batches_publishes_and_checkpoints(tmp_path:
         try:
             assert worker.wait_connected(10)
             for ep in range(6):  # 306 rows: throttle allows 0.5 * 306 = 153 >= 100 updates
-                worker.send_batch(*episode_batch(ep))
+                worker.send_batch(*episode_batch(ep, other_track=1234 if ep == 5 else None))
             versions = []
             deadline = time.monotonic() + 120
             while thread.is_alive() and time.monotonic() < deadline:
@@ -111,8 +113,10 @@ def test_trainer_learns_from_relayed_batches_publishes_and_checkpoints(tmp_path:
     # metrics
     assert (run_dir / TB_DIR).is_dir() and any((run_dir / TB_DIR).iterdir())
     series = read_metrics(run_dir)
-    assert len(series["episodes/train_return"]) == 6
-    assert [round(v, 6) for _, _, v in series["episodes/train_progress"]] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    # the last episode drove another track (worker.other_tracks): logged apart from the own track's
+    assert len(series["episodes/train_return"]) == 5 and len(series["episodes/other_return"]) == 1
+    assert [round(v, 6) for _, _, v in series["episodes/train_progress"]] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert [round(v, 6) for _, _, v in series["episodes/other_progress"]] == [0.5]
     assert {v for _, _, v in series["episodes/train_end_off_trajectory"]} == {11.5}
     assert {"losses/critic", "losses/actor", "charts/alpha", "charts/q", "speed/updates_per_s"} <= set(series)
     assert series["charts/policy_lag"][-1][2] >= 1  # the batches were made by version 0

@@ -125,6 +125,7 @@ class Learner:
                 int(ep["length"]),
                 test=bool(ep.get("test", False)),
                 retest=bool(ep.get("retest", False)),
+                other_track=ep.get("other_track") is not None,
                 end=end,
             )
         return n
@@ -136,12 +137,14 @@ class Learner:
         *,
         test: bool = False,
         retest: bool = False,
+        other_track: bool = False,
         end: Mapping[str, float] | None = None,
     ) -> None:
         """Log an episode's return and length, and ``end``: where and how it ended (keys of ``EPISODE_END``).
         A ``retest`` (a test episode of an older, best-scored version: ``worker.retest_every``) is logged apart
-        from the test episodes of the latest weights, whose curve it would blur."""
-        kind = "retest" if retest else "test" if test else "train"
+        from the test episodes of the latest weights, whose curve it would blur; so is a training episode on
+        another track (``worker.other_tracks``: ``episodes/other_*``) from those on the game's own track."""
+        kind = "retest" if retest else "test" if test else "other" if other_track else "train"
         if not test:
             self.episodes += 1
             self._returns.append(ret)
