@@ -107,6 +107,27 @@ def test_respawn_replays_like_a_fresh_track() -> None:
     assert sim.env.tile_visited_count == visited
 
 
+def test_another_track_looks_and_drives_as_a_fresh_one() -> None:
+    """``set_track`` builds the other seed's track: its tiles, its picture and its drive are a fresh sim's of that
+    seed; and back again."""
+
+    def drive(sim: RaceSim) -> np.ndarray:
+        return np.array([(f.x, f.z) for f in (sim.tick(0.6, 0.0, 0.2) for _ in range(60))])
+
+    sim, fresh = RaceSim(2), RaceSim(9)
+    renderer, fresh_renderer = Renderer(sim, 96, 96), Renderer(fresh, 96, 96)
+    first_picture = renderer.render().copy()
+    sim.set_track(9)
+    sim.reset()
+    fresh.reset()
+    assert sim.seed == 9 and np.array_equal(sim.track_xy, fresh.track_xy)
+    assert np.array_equal(renderer.render(), fresh_renderer.render())
+    assert np.abs(drive(sim) - drive(fresh)).max() < 1e-3
+    sim.set_track(2)
+    sim.reset()
+    assert np.array_equal(renderer.render(), first_picture)
+
+
 def test_respawn_on_a_tile_faces_the_driving_direction() -> None:
     """A respawn onto a tile stands the car on it, still, heading along the track: gas alone drives it to the
     next tiles, and the lap logic starts over with nothing but the tiles under the car visited."""
